@@ -1,0 +1,3 @@
+from fireflyhpc.cli import run
+
+run()

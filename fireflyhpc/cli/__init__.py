@@ -1,0 +1,132 @@
+"""The `fireflyhpc` command line: a thin layer over the library.
+
+Each subcommand lives in its own module under ``fireflyhpc.cli`` and is listed in
+``COMMAND_MODULES``; a module exposes ``commands``, a list of click commands.
+Commands parse flags, build a request, call the library and render the result.
+Errors are turned into one line and an exit status here, in :func:`main`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Sequence
+
+import click
+
+from fireflyhpc import __version__
+from fireflyhpc.errors import ExitStatus, FireflyHPCError
+
+# Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
+COMMAND_MODULES: list[str] = []
+
+log = logging.getLogger("fireflyhpc")
+
+
+@dataclass
+class AppContext:
+    """Global options, available to every subcommand as ``ctx.obj``."""
+
+    debug: bool = False
+    ssh_config: str | None = None
+    config: str | None = None
+
+
+_debug_requested = False
+
+
+def _configure_logging(debug: bool, verbose: int) -> None:
+    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fireflyhpc: %(levelname)s: %(message)s"))
+    root = logging.getLogger("fireflyhpc")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if debug:
+        logging.getLogger("paramiko").setLevel(logging.INFO)
+        logging.getLogger("paramiko").addHandler(handler)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="fireflyhpc")
+@click.option("--debug", is_flag=True, envvar="FIREFLYHPC_DEBUG",
+              help="Show debug logs, and the full traceback of any error.")
+@click.option("-v", "--verbose", count=True, help="Say more about what is happening.")
+@click.option("--ssh-config", "ssh_config", type=click.Path(dir_okay=False),
+              envvar="FIREFLYHPC_SSH_CONFIG", show_envvar=True,
+              help="OpenSSH client config to read instead of ~/.ssh/config.")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              envvar="FIREFLYHPC_CONFIG", show_envvar=True,
+              help="fireflyhpc config file (TOML) to read instead of the default one.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int, ssh_config: str | None,
+        config: str | None) -> None:
+    """Put a web visualization running on an HPC compute node into your browser.
+
+    fireflyhpc submits (or attaches to) a Slurm job, starts a Firefly server on the
+    node, forwards a local port through the login node, opens your browser, and
+    cleans everything up when you are done. `fireflyhpc serve` runs the same
+    viewer on this machine.
+    """
+    global _debug_requested
+    _debug_requested = debug
+    _configure_logging(debug, verbose)
+    ctx.obj = AppContext(debug=debug, ssh_config=ssh_config, config=config)
+
+
+for _name in COMMAND_MODULES:
+    for _command in importlib.import_module(f"fireflyhpc.cli.{_name}").commands:
+        cli.add_command(_command)
+
+
+def _error_line(text: str) -> None:
+    click.echo(f"fireflyhpc: error: {text}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return (and, as a console script, exit with) its status."""
+    global _debug_requested
+    _debug_requested = False
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="fireflyhpc", standalone_mode=False)
+    except click.exceptions.Abort:
+        _error_line("interrupted")
+        status = ExitStatus.INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        status = exc.exit_code
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        status = ExitStatus.INTERRUPTED
+    except FireflyHPCError as exc:
+        if _debug_requested:
+            traceback.print_exc()
+        _error_line(str(exc))
+        status = exc.exit_status
+    except OSError as exc:
+        # Local I/O problems (a file we cannot read, a full disk): no traceback.
+        if _debug_requested:
+            traceback.print_exc()
+        _error_line(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        status = ExitStatus.ERROR
+    except Exception as exc:  # a bug: say so in one line, keep the details for --debug
+        if _debug_requested:
+            traceback.print_exc()
+        _error_line(f"unexpected {type(exc).__name__}: {exc} (this is a bug in fireflyhpc; "
+                    "run again with --debug for the traceback)")
+        status = ExitStatus.ERROR
+    else:
+        status = result if isinstance(result, int) else ExitStatus.OK
+    return int(status)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The CLI skeleton: help, version, and how errors become one line and a status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+import fireflyhpc
+from fireflyhpc import cli as cli_mod
+from fireflyhpc.errors import ExitStatus, FireflyHPCError, RemoteCommandError, SSHError
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fireflyhpc", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_version_matches_package() -> None:
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"fireflyhpc, version {fireflyhpc.__version__}"
+
+
+def test_help_lists_global_options() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for option in ("--debug", "--ssh-config", "--config", "--version"):
+        assert option in proc.stdout
+
+
+def test_unknown_command_is_usage_error() -> None:
+    proc = run_cli("no-such-command")
+    assert proc.returncode == ExitStatus.USAGE
+    assert "No such command" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def failing_command():
+    """Temporarily add commands that raise, to see how main() renders errors."""
+    @click.command("boom-ssh")
+    def boom_ssh() -> None:
+        raise SSHError("cannot reach login1", hint="check the host name")
+
+    @click.command("boom-bug")
+    def boom_bug() -> None:
+        raise ZeroDivisionError("oops")
+
+    @click.command("boom-remote")
+    def boom_remote() -> None:
+        raise RemoteCommandError(["squeue", "-u", "a b"], 3, "line1\nline2\n", host="login1")
+
+    for c in (boom_ssh, boom_bug, boom_remote):
+        cli_mod.cli.add_command(c)
+    yield
+    for name in ("boom-ssh", "boom-bug", "boom-remote"):
+        cli_mod.cli.commands.pop(name)
+
+
+def test_known_error_is_one_line_with_its_status(failing_command, capsys) -> None:
+    status = cli_mod.main(["boom-ssh"])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.SSH
+    assert err == "fireflyhpc: error: cannot reach login1 (check the host name)\n"
+
+
+def test_debug_shows_traceback(failing_command, capsys) -> None:
+    status = cli_mod.main(["--debug", "boom-ssh"])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.SSH
+    assert "Traceback" in err and err.rstrip().endswith("(check the host name)")
+
+
+def test_bug_is_one_line_without_debug(failing_command, capsys) -> None:
+    status = cli_mod.main(["boom-bug"])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.ERROR
+    assert len(err.strip().splitlines()) == 1
+    assert "ZeroDivisionError" in err and "--debug" in err
+
+
+def test_remote_error_names_command_and_stderr_tail(failing_command, capsys) -> None:
+    assert cli_mod.main(["boom-remote"]) == ExitStatus.REMOTE_COMMAND
+    err = capsys.readouterr().err
+    assert "`squeue -u 'a b'` on login1 exited 3: line1 | line2" in err
+
+
+def test_every_error_family_has_a_distinct_status() -> None:
+    families = [FireflyHPCError, *FireflyHPCError.__subclasses__()]
+    statuses = [f.exit_status for f in families]
+    assert len(set(statuses)) == len(statuses)
