@@ -1,0 +1,207 @@
+"""Write and read a whole Firefly dataset directory.
+
+A dataset directory holds the ``.ffly`` particle files, a settings file and
+``filenames.json``, the manifest Firefly's web app starts from::
+
+    {"Gas":     [["<dir>/<prefix>Gas000.ffly", 200000], ...],
+     "options": [["<dir>/<prefix>Settings.json", 0]]}
+
+Every path starts with the dataset directory's own name (Firefly's app resolves
+it against its ``data/`` folder). The settings file is a JSON object of
+per-group dictionaries (``partsColors``, ``partsSizeMultipliers``,
+``showParts``...), scene keys (``center``, ``camera``, ``title``...) and
+``"loaded": true``, which Firefly's app waits for before it draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from fireflyhpc.fireflydata.ffly import FireflyFormatError, ParticleData, read_ffly, write_ffly
+
+MANIFEST = "filenames.json"
+RESERVED_KEYS = ("options", "tweenParams")
+
+
+@dataclass
+class ParticleGroup:
+    """One named group of particles with how it should look.
+
+    ``color`` is RGBA in 0..1, ``size`` Firefly's ``partsSizeMultipliers``.
+    """
+
+    name: str
+    data: ParticleData
+    color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    size: float = 0.1
+    visible: bool = True
+
+
+@dataclass
+class DatasetInfo:
+    """What a dataset directory's manifest says.
+
+    ``groups`` maps each group name to its files (paths relative to the dataset
+    directory) and particle counts; ``settings`` is the parsed settings file
+    (empty if there is none).
+    """
+
+    root: Path
+    groups: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def npart(self, group: str | None = None) -> int:
+        """Particles in ``group``, or in all groups."""
+        names = [group] if group else list(self.groups)
+        return sum(n for name in names for _path, n in self.groups[name])
+
+
+def _slice(values: Any, start: int, stop: int, width: int) -> Any:
+    return None if values is None else values[start * width:stop * width]
+
+
+def _chunks(data: ParticleData, per_file: int) -> Iterator[ParticleData]:
+    """Split ``data`` into consecutive pieces of at most ``per_file`` particles."""
+    n = data.npart
+    for start in range(0, max(n, 1), per_file):
+        stop = min(n, start + per_file)
+        yield ParticleData(
+            data.coordinates[3 * start:3 * stop],
+            _slice(data.velocities, start, stop, 3),
+            _slice(data.rgba_colors, start, stop, 4),
+            {k: v[start:stop] for k, v in data.fields.items()},
+            data.filter_flags, data.colormap_flags, data.radius_flags,
+        )
+
+
+def _write_json(path: Path, content: Any) -> None:
+    """Write JSON atomically (temp file in the same directory, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, separators=(",", ":"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def settings_for(groups: Sequence[ParticleGroup], **scene: Any) -> dict[str, Any]:
+    """Firefly settings for ``groups`` plus scene keys (center, camera, title...)."""
+    settings: dict[str, Any] = {
+        "partsColors": {g.name: list(g.color) for g in groups},
+        "partsSizeMultipliers": {g.name: g.size for g in groups},
+        "showParts": {g.name: g.visible for g in groups},
+    }
+    settings.update({k: v for k, v in scene.items() if v is not None})
+    settings["loaded"] = True
+    return settings
+
+
+def write_dataset(directory: Path, groups: Sequence[ParticleGroup], *,
+                  max_per_file: int = 100_000, prefix: str = "Data",
+                  **scene: Any) -> Path:
+    """Write ``groups`` as a Firefly dataset into ``directory`` (created if needed).
+
+    Each group is split into files of at most ``max_per_file`` particles. Scene
+    keywords (``center``, ``camera``, ``title``...) go into the settings file.
+    Returns the path of the written ``filenames.json``. Raises
+    FireflyFormatError for bad names or data, OSError for I/O problems.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base = directory.resolve().name
+    manifest: dict[str, list[list[Any]]] = {}
+    for group in groups:
+        if not group.name or group.name in RESERVED_KEYS or "/" in group.name:
+            raise FireflyFormatError(f"invalid particle group name {group.name!r}")
+        if group.name in manifest:
+            raise FireflyFormatError(f"duplicate particle group name {group.name!r}")
+        entries = []
+        for i, chunk in enumerate(_chunks(group.data, max_per_file)):
+            fname = f"{prefix}{group.name}{i:03d}.ffly"
+            write_ffly(directory / fname, chunk)
+            entries.append([f"{base}/{fname}", chunk.npart])
+        manifest[group.name] = entries
+    settings_name = f"{prefix}Settings.json"
+    _write_json(directory / settings_name, settings_for(groups, **scene))
+    manifest["options"] = [[f"{base}/{settings_name}", 0]]
+    _write_json(directory / MANIFEST, manifest)
+    return directory / MANIFEST
+
+
+def local_path(entry: str) -> str:
+    """A manifest path relative to the dataset directory.
+
+    Firefly writes ``<dataset dir name>/<file>``; the first component is
+    dropped so the dataset can be read (and served) under any name.
+    """
+    parts = [p for p in entry.replace("\\", "/").split("/") if p]
+    if any(p == ".." for p in parts) or not parts:
+        raise FireflyFormatError(f"unsafe path in {MANIFEST}: {entry!r}")
+    return "/".join(parts[1:] if len(parts) > 1 else parts)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FireflyFormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_dataset(directory: Path) -> DatasetInfo:
+    """Parse ``directory``'s ``filenames.json`` and its settings file.
+
+    Raises FireflyFormatError if the manifest is missing or malformed.
+    """
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        raise FireflyFormatError(f"{directory}: no {MANIFEST}, not a Firefly dataset")
+    manifest = _load_json(directory / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise FireflyFormatError(f"{directory / MANIFEST}: expected a JSON object")
+    info = DatasetInfo(directory)
+    for key, entries in manifest.items():
+        if not isinstance(entries, list):
+            raise FireflyFormatError(f"{directory / MANIFEST}: {key!r} is not a list")
+        files = []
+        for entry in entries:
+            path, count = (entry[0], entry[1]) if isinstance(entry, list) else (entry, 0)
+            files.append((local_path(str(path)), int(count)))
+        if key == "options":
+            if files:
+                info.settings = _load_json(directory / files[0][0])
+        elif key not in RESERVED_KEYS:
+            info.groups[key] = files
+    return info
+
+
+def read_group(info: DatasetInfo, name: str) -> ParticleData:
+    """Read and concatenate every ``.ffly`` file of group ``name``.
+
+    Raises KeyError for an unknown group, FireflyFormatError for files that are
+    not ``.ffly`` (octree datasets) or do not match the manifest's counts.
+    """
+    parts = []
+    for rel, count in info.groups[name]:
+        if not rel.endswith(".ffly"):
+            raise FireflyFormatError(f"{rel}: only .ffly particle files are supported")
+        data = read_ffly(info.root / rel)
+        if data.npart != count:
+            raise FireflyFormatError(f"{rel}: holds {data.npart} particles, manifest says {count}")
+        parts.append(data)
+    if not parts:
+        return ParticleData([])
+    first = parts[0]
+    merged = ParticleData(
+        sum((p.coordinates for p in parts[1:]), first.coordinates),
+        None if first.velocities is None else sum((p.velocities for p in parts[1:]), first.velocities),
+        None if first.rgba_colors is None else sum((p.rgba_colors for p in parts[1:]),
+                                                   first.rgba_colors),
+        {k: sum((p.fields[k] for p in parts[1:]), v) for k, v in first.fields.items()},
+        first.filter_flags, first.colormap_flags, first.radius_flags,
+    )
+    return merged
