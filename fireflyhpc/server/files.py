@@ -1,0 +1,98 @@
+"""Safe file lookup and sending: nothing outside a served directory is reachable.
+
+Every URL path is split into segments and refused (``None``, which the app turns
+into 404) when a segment is empty, ``.``/``..``, hidden (starts with a dot) or
+contains a NUL byte; the joined path is then resolved with ``realpath`` and must
+still lie inside the served directory's own realpath, so symlinks pointing out
+are refused too. Only regular files are sent: no directory listings.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from typing import Iterable
+
+from flask import Response, send_file
+
+from fireflyhpc.server.datasets import DataRoot
+
+# Types browsers and viewers rely on; everything else comes from `mimetypes`.
+_TYPES = {
+    ".json": "application/json",
+    ".ffly": "application/octet-stream",
+    ".fftree": "application/octet-stream",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".glsl": "text/plain",
+    ".wasm": "application/wasm",
+}
+
+# Cache, but revalidate (cheap with ETag/304), and never in a shared cache.
+CACHE_CONTROL = "private, no-cache"
+
+
+def _segments(relpath: str) -> list[str] | None:
+    if not relpath or "\x00" in relpath or relpath.startswith("/"):
+        return None
+    parts = relpath.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or part.startswith("."):
+            return None
+    return parts
+
+
+def _inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def safe_file(base: str, relpath: str) -> str | None:
+    """The realpath of the regular file ``relpath`` below ``base``, or None.
+
+    ``base`` must already be a realpath. None means "not found" for every kind
+    of refusal, so the response does not tell an attacker which one it was.
+    """
+    parts = _segments(relpath)
+    if parts is None:
+        return None
+    real = os.path.realpath(os.path.join(base, *parts))
+    if not _inside(base, real) or not os.path.isfile(real):
+        return None
+    return real
+
+
+def data_file(roots: Iterable[DataRoot], rest: str) -> str | None:
+    """Resolve ``<name>/<relative path>`` (the part after ``/data/``) to a file."""
+    name, _, relpath = rest.partition("/")
+    for root in roots:
+        if root.name != name:
+            continue
+        if root.only_child is not None:
+            child, _, relpath = relpath.partition("/")
+            if child != root.only_child:
+                return None
+        return safe_file(root.directory, relpath)
+    return None
+
+
+def content_type(path: str) -> str:
+    """The Content-Type to send for ``path``."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _TYPES:
+        return _TYPES[ext]
+    guessed, _ = mimetypes.guess_type(path)
+    return guessed or "application/octet-stream"
+
+
+def send(path: str) -> Response:
+    """Send a resolved file with ETag, Last-Modified, 304 and Range (206/416).
+
+    The body goes through the server's ``wsgi.file_wrapper`` (waitress streams
+    it from the open file), so large files are not read into memory.
+    """
+    response = send_file(path, mimetype=content_type(path), conditional=True,
+                         etag=True, max_age=None)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response

@@ -1,0 +1,184 @@
+"""Run the payload: bind, announce, serve with waitress until SIGINT/SIGTERM.
+
+One process, no reloader. The listening socket is bound here (port 0 lets the
+OS pick a free port, so there is no pick-then-bind race) and handed to waitress
+(a production WSGI server: threads, HTTP/1.1 keep-alive, ``wsgi.file_wrapper``
+streaming of files).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import webbrowser
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, TextIO
+from urllib.parse import quote
+
+from fireflyhpc.errors import ConfigError, ServerError
+
+log = logging.getLogger(__name__)
+
+# Waitress settings measured with benchmarks/payload.py: a larger socket write
+# size and read block help large files; 8 threads serve a page's parallel fetches.
+WAITRESS_SETTINGS: dict[str, Any] = {
+    "threads": 8,
+    "connection_limit": 200,
+    "channel_timeout": 300,
+    "ident": "fireflyhpc",
+    "clear_untrusted_proxy_headers": True,
+}
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by the SIGTERM handler to end the loop."""
+
+
+@dataclass
+class Listener:
+    """A bound, listening socket and how to reach it."""
+
+    sock: socket.socket
+    host: str
+    port: int
+    loopback: bool
+    url_host: str = field(default="")
+
+    def base_url(self) -> str:
+        return f"http://{self.url_host}:{self.port}/"
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (and IPv4-mapped loopback)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def bind(host: str, port: int, backlog: int = 128) -> Listener:
+    """Bind and listen on ``host``:``port`` (0: a free port chosen by the OS).
+
+    Raises ConfigError for a bad port or an unresolvable host, ServerError if
+    the address cannot be bound (in use, not permitted).
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port} is out of range (0-65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        reason = {errno.EADDRINUSE: "is already in use",
+                  errno.EACCES: "needs privileges (use a port above 1023, or 0)",
+                  errno.EADDRNOTAVAIL: "is not an address of this machine"}.get(
+                      exc.errno or 0, exc.strerror)
+        raise ServerError(f"cannot listen on {host} port {port}: {reason}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    loopback = is_loopback(bound_host)
+    url_host = bound_host
+    if bound_host in ("0.0.0.0", "::"):
+        url_host = socket.gethostname()
+    elif ":" in bound_host:
+        url_host = f"[{bound_host}]"
+    return Listener(sock, bound_host, bound_port, loopback, url_host)
+
+
+def token_url(base_url: str, token: str | None) -> str:
+    """``base_url`` with ``?token=`` appended (quoted); unchanged without token."""
+    return base_url if token is None else f"{base_url}?token={quote(token, safe='')}"
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in a graphical browser if there is one, without blocking."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        log.info("no display: not opening a browser")
+        return
+    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+
+@dataclass
+class RunOptions:
+    """What :func:`run` needs beyond the WSGI app."""
+
+    token: str | None
+    ready_file: Path | None = None
+    open_browser: bool = True
+    register: bool = True
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> None:
+    """Serve ``app`` on ``listener`` until SIGINT or SIGTERM; clean up always.
+
+    Once listening it records itself in the registry, writes the ready file and
+    prints the token URL as one stdout line. Returns normally on a signal.
+    """
+    import waitress
+
+    from fireflyhpc.server import registry
+
+    server = waitress.create_server(app, sockets=[listener.sock], **WAITRESS_SETTINGS)
+    base = listener.base_url()
+    entry: Path | None = None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if options.register:
+            entry = registry.register(listener.host, listener.port, base, options.token)
+        if options.ready_file is not None:
+            write_ready_file(options.ready_file, listener)
+        url = token_url(base, options.token)
+        print(url, file=options.out, flush=True)
+        if options.open_browser:
+            _open_browser(url)
+        server.run()
+    except (KeyboardInterrupt, _Stop):
+        log.info("stopping")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.close()
+        if entry is not None:
+            registry.unregister(entry)
+        if options.ready_file is not None:
+            _remove(options.ready_file)
+
+
+def write_ready_file(path: Path, listener: Listener) -> None:
+    """Atomically write pid, host, port and url (never the token) to ``path``."""
+    from fireflyhpc.server.registry import write_json_atomic
+
+    document = {"version": 1, "pid": os.getpid(), "host": listener.host,
+                "port": listener.port, "url": listener.base_url()}
+    try:
+        write_json_atomic(Path(path), document, mode=0o600)
+    except OSError as exc:
+        raise ServerError(f"cannot write ready file {path}: {exc.strerror}") from None
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
