@@ -15,7 +15,7 @@ from typing import Iterable
 
 from flask import Response, send_file
 
-from fireflyhpc.server.datasets import DataRoot
+from fireflyhpc.datasets import Dataset
 
 # Types browsers and viewers rely on; everything else comes from `mimetypes`.
 _TYPES = {
@@ -63,17 +63,12 @@ def safe_file(base: str, relpath: str) -> str | None:
     return real
 
 
-def data_file(roots: Iterable[DataRoot], rest: str) -> str | None:
+def data_file(datasets: Iterable[Dataset], rest: str) -> str | None:
     """Resolve ``<name>/<relative path>`` (the part after ``/data/``) to a file."""
     name, _, relpath = rest.partition("/")
-    for root in roots:
-        if root.name != name:
-            continue
-        if root.only_child is not None:
-            child, _, relpath = relpath.partition("/")
-            if child != root.only_child:
-                return None
-        return safe_file(root.directory, relpath)
+    for dataset in datasets:
+        if dataset.name == name:
+            return safe_file(str(dataset.root), relpath)
     return None
 
 

@@ -28,21 +28,6 @@ class ServeRequest:
     open_browser: bool = True
 
 
-def check_data_dirs(dirs: Sequence[str]) -> list[str]:
-    """The directories as given, each checked to be a readable directory.
-
-    Raises ConfigError naming the first one that is not.
-    """
-    checked = []
-    for directory in dirs:
-        if not os.path.isdir(directory):
-            raise ConfigError(f"data directory {directory} does not exist or is not a directory")
-        if not os.access(directory, os.R_OK | os.X_OK):
-            raise ConfigError(f"data directory {directory} is not readable")
-        checked.append(directory)
-    return checked
-
-
 def demo_dir() -> str:
     """The demo dataset's directory, generated and cached on first use.
 
@@ -64,17 +49,19 @@ def serve(request: ServeRequest) -> None:
     if the server cannot start; returns normally on SIGINT/SIGTERM."""
     from fireflyhpc.server import auth, runner
     from fireflyhpc.server.app import create_app
-    from fireflyhpc.server.datasets import make_roots
+    from fireflyhpc.datasets import discover
     from fireflyhpc.server.viewers import choose_app
 
-    dirs = check_data_dirs(request.data_dirs)
+    dirs = list(request.data_dirs)
     if request.no_token and request.token_file:
         raise ConfigError("--no-token and --token-file contradict each other")
     token = None if request.no_token else auth.resolve_token(request.token_file)
     webapp = choose_app(request.app)
     if request.demo:
         dirs.append(demo_dir())
-    roots = make_roots(dirs)
+    datasets = discover(dirs)
+    if not datasets:
+        log.warning("no data to serve: name a DATA_DIR, or use --demo")
     listener = runner.bind(request.host, request.port)
     try:
         if not listener.loopback:
@@ -86,8 +73,8 @@ def serve(request: ServeRequest) -> None:
         if token is None:
             log.warning("--no-token: any local user can read the served data")
         log.info("app: %s (%s); data: %s", webapp.kind, webapp.root,
-                 ", ".join(f"{r.name}={r.directory}" for r in roots) or "none")
-        app = create_app(webapp, roots, token)
+                 ", ".join(f"{d.name}={d.root}" for d in datasets) or "none")
+        app = create_app(webapp, datasets, token)
         options = runner.RunOptions(token=token, open_browser=request.open_browser,
                                     ready_file=Path(request.ready_file) if request.ready_file
                                     else None)

@@ -1,0 +1,212 @@
+"""Start and stop payload servers from Python (scripts, Jupyter).
+
+:func:`spawn_server` runs ``python -m fireflyhpc serve ... --no-browser
+--ready-file F`` as a child process in its own session (it outlives a notebook
+cell's interrupt), passes the token through the environment (never argv), and
+waits for the ready file. :func:`quit_all_servers` stops this user's servers
+found through the registry (:mod:`fireflyhpc.server.registry`), each verified by
+hostname, pid and process create time: nothing is found by process name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import psutil
+
+from fireflyhpc.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+_TOKEN_ENV = "FIREFLYHPC_TOKEN"  # same as fireflyhpc.server.auth.TOKEN_ENV (no flask here)
+
+
+@dataclass
+class ServerHandle:
+    """A running server: ``url`` includes the token; ``base_url`` does not."""
+
+    url: str
+    base_url: str
+    port: int
+    pid: int
+    token: str | None
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s). Idempotent."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout)
+            return
+        quit_all_servers(self.pid, timeout=timeout)
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _repr_html_(self) -> str:  # Jupyter shows a link
+        return f'<a href="{self.url}" target="_blank">Firefly server on port {self.port}</a>'
+
+
+def _directories(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+                 ) -> list[str]:
+    if directory is None:
+        return []
+    if isinstance(directory, (str, os.PathLike)):
+        return [os.fspath(directory)]
+    return [os.fspath(d) for d in directory]
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
+def _wait_ready(process: subprocess.Popen[bytes], ready: Path, stderr: Path,
+                timeout: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if ready.exists():
+            try:
+                return dict(json.loads(ready.read_text(encoding="utf-8")))
+            except ValueError:
+                pass  # cannot happen with the atomic write; retry to be safe
+        if process.poll() is not None:
+            raise ServerError(f"the server exited with status {process.returncode} before "
+                              f"it was ready: {_tail(stderr) or 'no output'}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    process.kill()
+    process.wait()
+    raise ServerError(f"the server was not ready after {timeout:g} s: "
+                      f"{_tail(stderr) or 'no output'}")
+
+
+def spawn_server(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+                 = None, port: int = 0, host: str = "127.0.0.1", token: str | None = None,
+                 app: str = "auto", demo: bool = False, *, timeout: float = 60.0,
+                 python: str | None = None) -> ServerHandle:
+    """Start ``fireflyhpc serve`` in the background; return once it listens.
+
+    ``directory`` is one DATA_DIR or a list of them; ``token`` None means a new
+    random one. ``timeout`` bounds the wait (the first ``demo=True`` run
+    generates the demo data). Raises ServerError, with the tail of the child's
+    stderr, if the server exits or is not ready in time.
+    """
+    from fireflyhpc.server.auth import generate_token, validate_token
+
+    token = generate_token() if token is None else validate_token(token, "token=")
+    argv = [python or sys.executable, "-m", "fireflyhpc", "serve", *_directories(directory),
+            "--port", str(int(port)), "--host", host, "--app", app, "--no-browser"]
+    if demo:
+        argv.append("--demo")
+    workdir = Path(tempfile.mkdtemp(prefix="fireflyhpc-spawn-"))
+    ready, stderr = workdir / "ready.json", workdir / "stderr.txt"
+    argv += ["--ready-file", str(ready)]
+    env = dict(os.environ, **{_TOKEN_ENV: token})
+    try:
+        with open(stderr, "wb") as err:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=err, env=env, start_new_session=True)
+        info = _wait_ready(process, ready, stderr, timeout)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = str(info["url"])
+    from urllib.parse import quote
+
+    url = f"{base}?token={quote(token, safe='')}"
+    log.info("server %s listening on %s", process.pid, base)
+    return ServerHandle(url, base, int(str(info["port"])), process.pid, token, process)
+
+
+def running_servers() -> list[ServerHandle]:
+    """Handles for this user's live servers on this host (stale entries removed)."""
+    from fireflyhpc.server.registry import list_servers
+
+    return [ServerHandle(entry.token_url, entry.url, entry.port, entry.pid, entry.token)
+            for _path, entry in list_servers()]
+
+
+def quit_all_servers(pid: int | None = None, timeout: float = 10.0) -> list[int]:
+    """Stop this user's servers on this host (only ``pid``, if given).
+
+    Every candidate comes from the registry and is verified (hostname, pid,
+    create time) right before it is signalled. Returns the pids stopped.
+    """
+    from fireflyhpc.server.registry import is_alive, list_servers, unregister
+
+    targets = [(path, entry) for path, entry in list_servers()
+               if pid is None or entry.pid == pid]
+    if pid is not None and not targets:
+        log.warning("no fireflyhpc server with pid %s is running", pid)
+    processes = []
+    for path, entry in targets:
+        if not is_alive(entry):
+            unregister(path)
+            continue
+        try:
+            proc = psutil.Process(entry.pid)
+            proc.terminate()
+            processes.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+        unregister(path)
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    _reap(processes)
+    return [proc.pid for proc in processes]
+
+
+def _reap(processes: Iterable[psutil.Process]) -> None:
+    """Collect exit statuses of our own children among ``processes`` (no zombies)."""
+    for proc in processes:
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def spawnFireflyServer(port: int = 0, frames_per_second: int | None = None,  # noqa: N802
+                       decimation_factor: int | None = None, max_time: float = 60.0,
+                       directory: str | os.PathLike[str] | None = None, method: str | None = None,
+                       **kwargs: object) -> ServerHandle:
+    """Firefly-compatible spelling of :func:`spawn_server`.
+
+    Accepts Firefly's positional arguments (port, frames_per_second,
+    decimation_factor, max_time, directory, method); frames_per_second,
+    decimation_factor and method do not apply to this server and are ignored,
+    ``max_time`` bounds the wait. Unlike Firefly, ``directory`` is a data
+    directory to serve, and port 0 (the default) picks a free port.
+    """
+    if frames_per_second is not None or decimation_factor is not None or method is not None:
+        log.info("spawnFireflyServer: frames_per_second, decimation_factor and method "
+                 "are ignored by fireflyhpc")
+    return spawn_server(directory, port, timeout=max_time, **kwargs)  # type: ignore[arg-type]
+
+
+def quitAllFireflyServers(pid: int | None = None) -> list[int]:  # noqa: N802
+    """Firefly-compatible spelling of :func:`quit_all_servers`."""
+    return quit_all_servers(pid)
