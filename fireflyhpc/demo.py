@@ -76,12 +76,12 @@ def build_groups(scale: float = 1.0, seed: int = SEED) -> list[ParticleGroup]:
     rng = random.Random(seed)
     counts = {k: max(1, int(v * scale)) for k, v in COUNTS.items()}
     return [
-        ParticleGroup("DiskStars", ParticleData(_disk(rng, counts["DiskStars"], 3.0, 0.25, 0.55, 0.35)),
-                      color=(1.0, 0.85, 0.6, 1.0), size=0.3),
+        ParticleGroup("DiskStars", ParticleData(_disk(rng, counts["DiskStars"], 3.0, 0.25, 0.5, 0.3)),
+                      color=(1.0, 0.85, 0.6, 1.0), size=0.2),
         ParticleGroup("BulgeStars", ParticleData(_bulge(rng, counts["BulgeStars"], 1.1)),
-                      color=(1.0, 0.65, 0.35, 1.0), size=0.3),
-        ParticleGroup("Gas", ParticleData(_disk(rng, counts["Gas"], 4.0, 0.12, 0.85, 0.2)),
-                      color=(0.35, 0.6, 1.0, 1.0), size=0.5),
+                      color=(1.0, 0.65, 0.35, 1.0), size=0.2),
+        ParticleGroup("Gas", ParticleData(_disk(rng, counts["Gas"], 4.0, 0.12, 0.85, 0.18)),
+                      color=(0.35, 0.6, 1.0, 1.0), size=0.3),
     ]
 
 
@@ -94,7 +94,7 @@ def write_demo(directory: Path, scale: float = 1.0) -> Path:
     """Generate the demo galaxy into ``directory`` (a dataset named like the directory)."""
     write_dataset(directory, build_groups(scale), max_per_file=PER_FILE,
                   title="fireflyhpc demo galaxy", center=[0.0, 0.0, 0.0],
-                  camera=[0.0, -22.0, 14.0])
+                  camera=[0.0, -34.0, 24.0])
     return directory
 
 
