@@ -21,7 +21,7 @@ from fireflyhpc import __version__
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
 
 # Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
-COMMAND_MODULES: list[str] = ["serve"]
+COMMAND_MODULES: list[str] = ["serve", "export"]
 
 log = logging.getLogger("fireflyhpc")
 
