@@ -1,0 +1,270 @@
+"""Authentication: ssh-agent, key files, keyboard-interactive, password.
+
+Methods run in that order, as far as the server allows them, following partial
+success (``AuthenticationMethods publickey,keyboard-interactive``). Anything that
+needs a human goes through a :class:`Prompter`, so a terminal, a notebook or a
+test can answer. Decrypted keys and a password that worked are kept in memory by
+the :class:`Authenticator`, so reconnecting asks again only for one-time codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
+
+import paramiko
+
+from fireflyhpc.errors import SSHError
+from fireflyhpc.ssh.config import HostSpec
+
+log = logging.getLogger(__name__)
+
+PASSPHRASE_TRIES = 3
+
+
+class Prompter(Protocol):
+    """Asks the user for secrets and keyboard-interactive answers.
+
+    Implementations raise SSHError when they cannot ask (no terminal).
+    """
+
+    def secret(self, prompt: str) -> str:
+        """Ask for a passphrase or password (not echoed); ``prompt`` is shown as is."""
+        ...
+
+    def interactive(self, title: str, instructions: str,
+                    prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        """Show ``title``/``instructions`` and ask each (prompt, echo) exactly as the server words it."""
+        ...
+
+
+class TerminalPrompter:
+    """Asks on the controlling terminal (or a notebook's patched ``getpass``)."""
+
+    def _frontend_getpass(self) -> bool:
+        return getattr(getpass.getpass, "__module__", "getpass") != "getpass"
+
+    def _tty(self) -> "TextIOLike":
+        try:
+            return open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 (closed by caller)
+        except OSError:
+            raise SSHError("the server asks for input (a passphrase, password or code) but there "
+                           "is no terminal to ask on",
+                           hint="use ssh-agent or an unencrypted key for non-interactive runs"
+                           ) from None
+
+    def secret(self, prompt: str) -> str:
+        if self._frontend_getpass():
+            return getpass.getpass(prompt)
+        with self._tty() as tty:
+            return getpass.getpass(prompt, stream=tty)
+
+    def interactive(self, title: str, instructions: str,
+                    prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        if self._frontend_getpass():
+            for text in (title, instructions):
+                if text:
+                    print(text, file=sys.stderr)
+            return [input(p) if echo else getpass.getpass(p) for p, echo in prompts]
+        answers = []
+        with self._tty() as tty:
+            for text in (title, instructions):
+                if text:
+                    tty.write(text.rstrip("\n") + "\n")
+            for prompt, echo in prompts:
+                if echo:
+                    tty.write(prompt)
+                    tty.flush()
+                    answers.append(tty.readline().rstrip("\n"))
+                else:
+                    answers.append(getpass.getpass(prompt, stream=tty))
+        return answers
+
+
+class TextIOLike(Protocol):  # the bits of a text file TerminalPrompter uses
+    def write(self, text: str) -> int: ...
+    def flush(self) -> None: ...
+    def readline(self) -> str: ...
+    def __enter__(self) -> "TextIOLike": ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class CallbackPrompter:
+    """A Prompter made of two functions (a notebook widget, a test's scripted answers)."""
+
+    def __init__(self, secret: Callable[[str], str] | None = None,
+                 interactive: Callable[[str, str, Sequence[tuple[str, bool]]], list[str]]
+                 | None = None) -> None:
+        self._secret = secret
+        self._interactive = interactive
+
+    def secret(self, prompt: str) -> str:
+        if self._secret is None:
+            raise SSHError(f"no answer available for the prompt {prompt.strip()!r}")
+        return self._secret(prompt)
+
+    def interactive(self, title: str, instructions: str,
+                    prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        if self._interactive is None:
+            raise SSHError(f"no answers available for the server's prompts {[p for p, _ in prompts]}")
+        return self._interactive(title, instructions, prompts)
+
+
+class Authenticator:
+    """Authenticates transports; one per program run, shared by every connection."""
+
+    def __init__(self, prompter: Prompter | None = None, *, use_agent: bool = True) -> None:
+        self.prompter: Prompter = prompter if prompter is not None else TerminalPrompter()
+        self.use_agent = use_agent
+        self._keys: dict[str, paramiko.PKey] = {}
+        self._passwords: dict[tuple[str, str, int], str] = {}
+
+    def authenticate(self, transport: paramiko.Transport, spec: HostSpec) -> None:
+        """Authenticate ``transport`` as ``spec.user`` or raise SSHError naming what was tried."""
+        try:
+            transport.auth_none(spec.user)
+            return
+        except paramiko.BadAuthenticationType as exc:
+            allowed = list(exc.allowed_types)
+        except paramiko.SSHException as exc:
+            raise SSHError(f"authentication with {spec.label} failed: {exc}") from exc
+        tried: list[str] = []
+        done: set[str] = set()
+        steps = {"publickey": self._publickey, "keyboard-interactive": self._interactive,
+                 "password": self._password}
+        while not transport.is_authenticated():
+            method = next((m for m in self._order(spec) if m in allowed and m not in done), None)
+            if method is None:
+                raise SSHError(f"authentication failed for {spec.label}: tried "
+                               f"{'; '.join(tried) or 'nothing'}; the server accepts "
+                               f"{', '.join(allowed) or 'nothing'}")
+            done.add(method)
+            try:
+                remaining = steps[method](transport, spec, tried)
+            except paramiko.BadAuthenticationType as exc:
+                remaining = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                remaining = None
+            except paramiko.SSHException as exc:
+                raise SSHError(f"authentication with {spec.label} failed: {exc}") from exc
+            if remaining is not None and not transport.is_authenticated():
+                log.debug("partial success with %s; next: %s", method, remaining)
+                allowed = list(remaining)
+        log.debug("authenticated to %s", spec.label)
+
+    @staticmethod
+    def _order(spec: HostSpec) -> list[str]:
+        enabled = {"publickey": spec.pubkey_authentication,
+                   "keyboard-interactive": spec.kbd_interactive_authentication and not spec.batch_mode,
+                   "password": spec.password_authentication and not spec.batch_mode}
+        order = [m for m in spec.preferred_authentications if m in enabled] or list(enabled)
+        return [m for m in order if enabled[m]]
+
+    # -- publickey -------------------------------------------------------------------
+    def _publickey(self, transport: paramiko.Transport, spec: HostSpec,
+                   tried: list[str]) -> list[str] | None:
+        """Offer agent keys then key files; return the server's next methods on partial success."""
+        agent = paramiko.Agent() if self.use_agent and os.environ.get("SSH_AUTH_SOCK") else None
+        try:
+            for label, key in self._candidate_keys(spec, agent):
+                tried.append(f"publickey {label}")
+                try:
+                    remaining = transport.auth_publickey(spec.user, key)
+                except paramiko.AuthenticationException:
+                    continue
+                return list(remaining)
+            return None
+        finally:
+            if agent is not None:
+                agent.close()
+
+    def _candidate_keys(self, spec: HostSpec,
+                        agent: paramiko.Agent | None) -> Iterator[tuple[str, paramiko.PKey]]:
+        files = [p for p in spec.identity_files if Path(p).is_file()]
+        wanted = {_public_blob(p) for p in files} - {None}
+        offered: set[bytes] = set()
+        for key in agent.get_keys() if agent is not None else ():
+            if spec.identities_only and key.asbytes() not in wanted:
+                continue
+            offered.add(key.asbytes())
+            yield f"agent key {key.get_name()} {key.comment or ''}".rstrip(), key
+        for path in files:
+            blob = _public_blob(path)
+            if blob is not None and blob in offered:
+                continue
+            key = self._load_key(path, spec)
+            if key is not None and key.asbytes() not in offered:
+                offered.add(key.asbytes())
+                yield path, key
+
+    def _load_key(self, path: str, spec: HostSpec) -> paramiko.PKey | None:
+        """Load a private key, asking for its passphrase if it is encrypted; None to skip it."""
+        if path in self._keys:
+            return self._keys[path]
+        try:
+            key = paramiko.PKey.from_path(path)
+        except TypeError:  # encrypted: cryptography wants a password
+            if spec.batch_mode:
+                log.info("skipping encrypted key %s (BatchMode)", path)
+                return None
+            key = self._decrypt(path)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            log.info("skipping identity file %s: %s", path, exc)
+            return None
+        if key is not None:
+            self._keys[path] = key
+        return key
+
+    def _decrypt(self, path: str) -> paramiko.PKey | None:
+        for _ in range(PASSPHRASE_TRIES):
+            passphrase = self.prompter.secret(f"Enter passphrase for key '{path}': ")
+            if not passphrase:
+                return None  # like OpenSSH: an empty answer skips the key
+            try:
+                return paramiko.PKey.from_path(path, passphrase.encode())
+            except (ValueError, TypeError, paramiko.SSHException):
+                log.warning("wrong passphrase for %s", path)
+        return None
+
+    # -- keyboard-interactive and password ---------------------------------------------
+    def _interactive(self, transport: paramiko.Transport, spec: HostSpec,
+                     tried: list[str]) -> list[str]:
+        tried.append("keyboard-interactive")
+
+        def handler(title: str, instructions: str,
+                    prompts: Sequence[tuple[str, bool]]) -> list[str]:
+            if not prompts and not title and not instructions:
+                return []
+            return self.prompter.interactive(title, instructions, list(prompts))
+
+        return list(transport.auth_interactive(spec.user, handler))
+
+    def _password(self, transport: paramiko.Transport, spec: HostSpec,
+                  tried: list[str]) -> list[str] | None:
+        tried.append("password")
+        slot = (spec.user, spec.hostname, spec.port)
+        cached = self._passwords.pop(slot, None)
+        for attempt in range(max(1, spec.number_of_password_prompts) + (cached is not None)):
+            password = cached if (attempt == 0 and cached is not None) else \
+                self.prompter.secret(f"{spec.user}@{spec.hostname}'s password: ")
+            try:
+                remaining = transport.auth_password(spec.user, password, fallback=False)
+            except paramiko.AuthenticationException:
+                continue
+            self._passwords[slot] = password
+            return list(remaining)
+        return None
+
+
+def _public_blob(private_path: str) -> bytes | None:
+    """The public key blob from ``<path>.pub``, or None if there is none readable."""
+    try:
+        fields = Path(private_path + ".pub").read_text(encoding="utf-8").split()
+        return paramiko.PKey.from_type_string(fields[0], base64.b64decode(fields[1])).asbytes()
+    except (OSError, IndexError, ValueError, paramiko.SSHException):  # binascii.Error too
+        return None

@@ -1,0 +1,297 @@
+"""OpenSSH client configuration: read the user's ssh_config and resolve a host.
+
+:func:`read_config` parses a file with :class:`paramiko.SSHConfig` (which knows
+``Host``, ``Match`` and the ``%`` tokens of ``IdentityFile``), after inlining
+``Include`` lines, which paramiko ignores. :func:`resolve_host` is pure given a
+parsed config: it turns ``alias`` (or ``user@host:port``) into a frozen
+:class:`HostSpec`, with its ``ProxyJump`` chain resolved into hops.
+
+Known approximations of OpenSSH: an ``Include`` inside a ``Host``/``Match``
+block is inlined at its place (the outer block is re-opened after it), so the
+Host blocks of an included file apply whether or not the outer block matched;
+``Match exec`` runs through paramiko (which needs ``invoke``, installed with
+fabric).
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import io
+import os
+import re
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import paramiko
+
+from fireflyhpc.errors import ConfigError
+
+DEFAULT_USER_CONFIG = "~/.ssh/config"
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519")
+STRICT_MODES = {"yes": "yes", "no": "no", "off": "no", "ask": "ask", "accept-new": "accept-new"}
+_MAX_INCLUDE_DEPTH = 16
+_MAX_JUMP_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything needed to open one SSH connection to one host.
+
+    ``alias`` is the name the user gave; ``hostname`` what is dialled. ``proxy_jump``
+    lists the hops to go through, in connection order, each itself a HostSpec
+    without hops of its own (the chain is flattened).
+    """
+
+    alias: str
+    hostname: str
+    port: int = 22
+    user: str = ""
+    identity_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    known_hosts_files: tuple[str, ...] = ()
+    global_known_hosts_files: tuple[str, ...] = GLOBAL_KNOWN_HOSTS
+    strict_host_key_checking: str = "ask"
+    hash_known_hosts: bool = False
+    host_key_alias: str | None = None
+    connect_timeout: float | None = None
+    server_alive_interval: int = 0
+    server_alive_count_max: int = 3
+    batch_mode: bool = False
+    pubkey_authentication: bool = True
+    kbd_interactive_authentication: bool = True
+    password_authentication: bool = True
+    number_of_password_prompts: int = 3
+    preferred_authentications: tuple[str, ...] = ()
+    proxy_command: str | None = None
+    proxy_jump: tuple["HostSpec", ...] = field(default=())
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name this host's keys are stored under in known_hosts (``[h]:p`` off 22)."""
+        name = self.host_key_alias or self.hostname
+        return name if self.port == 22 else f"[{name}]:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """A short human name for messages: ``user@alias`` plus the real address if different."""
+        where = self.alias if self.alias == self.hostname else f"{self.alias} ({self.hostname})"
+        port = f" port {self.port}" if self.port != 22 else ""
+        return f"{self.user}@{where}{port}"
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The ssh_config to read: ``explicit`` if given, else ``~/.ssh/config`` if it exists.
+
+    Raises ConfigError if ``explicit`` names a file that does not exist.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"SSH config file not found: {path}")
+        return path
+    default = Path(DEFAULT_USER_CONFIG).expanduser()
+    return default if default.is_file() else None
+
+
+def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
+    """Parse the ssh_config at ``path`` (None: an empty config), ``Include`` inlined.
+
+    Raises ConfigError for an unreadable or unparsable file.
+    """
+    if path is None:
+        return paramiko.SSHConfig()
+    path = Path(path).expanduser()
+    try:
+        text = _inline_includes(path, depth=0)
+        return paramiko.SSHConfig.from_file(io.StringIO(text))
+    except OSError as exc:
+        raise ConfigError(f"cannot read SSH config {path}: {exc.strerror or exc}") from exc
+    except (paramiko.ssh_exception.ConfigParseError, ValueError) as exc:
+        raise ConfigError(f"cannot parse SSH config {path}: {exc}") from exc
+
+
+def parse_config_text(text: str, *, base_dir: str | os.PathLike[str] = "~/.ssh") -> paramiko.SSHConfig:
+    """Parse ssh_config ``text`` (relative ``Include`` paths resolved against ``base_dir``)."""
+    return paramiko.SSHConfig.from_file(io.StringIO(_inline_text(text, Path(base_dir), 0)))
+
+
+_KEYWORD = re.compile(r"^\s*(\w+)(?:\s*=\s*|\s+)(.*)$")
+
+
+def _inline_includes(path: Path, depth: int) -> str:
+    return _inline_text(path.read_text(encoding="utf-8"), Path("~/.ssh"), depth)
+
+
+def _inline_text(text: str, base_dir: Path, depth: int) -> str:
+    """Replace each ``Include`` line by the files it names (globs, ``~``, relative to ~/.ssh)."""
+    if depth > _MAX_INCLUDE_DEPTH:
+        raise ConfigError("SSH config: Include nested too deeply (a loop?)")
+    out: list[str] = []
+    header: str | None = None
+    for line in text.splitlines():
+        match = _KEYWORD.match(line)
+        keyword = match.group(1).lower() if match else ""
+        if keyword in ("host", "match"):
+            header = line
+        if keyword != "include" or match is None:
+            out.append(line)
+            continue
+        for pattern in shlex.split(match.group(2)):
+            pattern = os.path.expanduser(pattern)
+            if not os.path.isabs(pattern):
+                pattern = str(base_dir.expanduser() / pattern)
+            for name in sorted(glob.glob(pattern)):
+                out.append(_inline_includes(Path(name), depth + 1))
+        if header is not None:
+            out.append(header)  # the included file may have opened other blocks
+    return "\n".join(out) + "\n"
+
+
+def split_destination(text: str) -> tuple[str | None, str, int | None]:
+    """Split ``[ssh://][user@]host[:port]`` (IPv6 in brackets) into (user, host, port).
+
+    Raises ConfigError for an empty host or a bad port.
+    """
+    rest = text[len("ssh://"):] if text.startswith("ssh://") else text
+    user, sep, hostport = rest.rpartition("@")
+    user_or_none = user if sep else None
+    port: int | None = None
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        if tail.startswith(":"):
+            port = parse_port(tail[1:], text)
+    elif hostport.count(":") == 1:
+        host, _, port_text = hostport.partition(":")
+        port = parse_port(port_text, text)
+    else:
+        host = hostport
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"bad SSH destination {text!r}: no host name")
+    return user_or_none, host, port
+
+
+def parse_port(value: str | int, what: str) -> int:
+    """Return ``value`` as a TCP port 1-65535, or raise ConfigError naming ``what``."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad port {value!r} in {what!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"bad port {value!r} in {what!r}: must be 1-65535")
+    return port
+
+
+def resolve_host(config: paramiko.SSHConfig, target: str) -> HostSpec:
+    """Resolve ``target`` (an alias or ``[user@]host[:port]``) into a HostSpec.
+
+    User and port given in ``target`` win over the config, like on ssh's command
+    line. ProxyJump hops are resolved through the same config. Raises ConfigError
+    for bad values and ProxyJump loops.
+    """
+    return _resolve(config, target, seen=())
+
+
+def _resolve(config: paramiko.SSHConfig, target: str, seen: tuple[str, ...]) -> HostSpec:
+    user, host, port = split_destination(target)
+    if host in seen or len(seen) > _MAX_JUMP_DEPTH:
+        raise ConfigError(f"SSH config: ProxyJump loop through {' -> '.join(seen + (host,))}")
+    options = config.lookup(host)
+    if user is not None:
+        options["user"] = user
+    spec = _spec_from_options(host, options, port)
+    jumps = _resolve_jumps(config, options.get("proxyjump"), seen + (host,))
+    return replace(spec, proxy_jump=jumps)
+
+
+def _resolve_jumps(config: paramiko.SSHConfig, value: str | None,
+                   seen: tuple[str, ...]) -> tuple[HostSpec, ...]:
+    """Flatten a ProxyJump value into hops: the first hop keeps its own jumps."""
+    if not value or value.strip().lower() == "none":
+        return ()
+    hops: list[HostSpec] = []
+    for index, text in enumerate(part.strip() for part in value.split(",")):
+        if not text:
+            raise ConfigError(f"SSH config: empty hop in ProxyJump {value!r}")
+        hop = _resolve(config, text, seen)
+        if index == 0:
+            hops.extend(hop.proxy_jump)
+        hops.append(replace(hop, proxy_jump=()))
+    return tuple(hops)
+
+
+def _spec_from_options(alias: str, options: paramiko.SSHConfigDict, port: int | None) -> HostSpec:
+    user = options.get("user") or getpass.getuser()
+    hostname = options.get("hostname", alias)
+    if port is None:
+        port = parse_port(options.get("port", 22), f"Port for {alias}")
+    identities = options.get("identityfile") or [os.path.expanduser(p) for p in DEFAULT_IDENTITIES]
+    strict = options.get("stricthostkeychecking", "ask").lower()
+    if strict not in STRICT_MODES:
+        raise ConfigError(f"SSH config: bad StrictHostKeyChecking {strict!r} for {alias}")
+    tokens = {"%d": os.path.expanduser("~"), "%u": getpass.getuser(), "%h": hostname,
+              "%r": user, "%p": str(port), "%n": alias}
+    return HostSpec(
+        alias=alias,
+        hostname=hostname,
+        port=port,
+        user=user,
+        identity_files=tuple(identities),
+        identities_only=_yes(options, "identitiesonly", False),
+        known_hosts_files=_paths(options.get("userknownhostsfile"), DEFAULT_KNOWN_HOSTS, tokens),
+        global_known_hosts_files=_paths(options.get("globalknownhostsfile"), GLOBAL_KNOWN_HOSTS,
+                                        tokens),
+        strict_host_key_checking=STRICT_MODES[strict],
+        hash_known_hosts=_yes(options, "hashknownhosts", False),
+        host_key_alias=options.get("hostkeyalias"),
+        connect_timeout=_number(options, "connecttimeout", alias),
+        server_alive_interval=int(_number(options, "serveraliveinterval", alias) or 0),
+        server_alive_count_max=int(_number(options, "serveralivecountmax", alias) or 3),
+        batch_mode=_yes(options, "batchmode", False),
+        pubkey_authentication=_yes(options, "pubkeyauthentication", True),
+        kbd_interactive_authentication=_yes(options, "kbdinteractiveauthentication",
+                                            _yes(options, "challengeresponseauthentication", True)),
+        password_authentication=_yes(options, "passwordauthentication", True),
+        number_of_password_prompts=int(_number(options, "numberofpasswordprompts", alias) or 3),
+        preferred_authentications=tuple(
+            m.strip() for m in options.get("preferredauthentications", "").split(",") if m.strip()),
+        proxy_command=options.get("proxycommand") or None,
+    )
+
+
+def _yes(options: paramiko.SSHConfigDict, key: str, default: bool) -> bool:
+    value = options.get(key)
+    if value is None:
+        return default
+    return value.strip().lower() in ("yes", "true", "on")
+
+
+def _number(options: paramiko.SSHConfigDict, key: str, alias: str) -> float | None:
+    value = options.get(key)
+    if value is None or value.strip().lower() == "none":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"SSH config: bad {key} value {value!r} for {alias}") from None
+    if number < 0:
+        raise ConfigError(f"SSH config: bad {key} value {value!r} for {alias}")
+    return number
+
+
+def _paths(value: str | None, default: tuple[str, ...], tokens: dict[str, str]) -> tuple[str, ...]:
+    """Expand a whitespace-separated list of files (``none``: no files)."""
+    if value is None:
+        return tuple(os.path.expanduser(p) for p in default)
+    if value.strip().lower() == "none":
+        return ()
+    paths = []
+    for item in shlex.split(value):
+        item = item.replace("%%", "\0")
+        for token, replacement in tokens.items():
+            item = item.replace(token, replacement)
+        paths.append(os.path.expanduser(item.replace("\0", "%")))
+    return tuple(paths)
