@@ -1,0 +1,258 @@
+"""Test setup shared by every area: markers, skip rules, and the mini cluster fixture.
+
+Tests that need the mini HPC cluster carry ``@pytest.mark.cluster`` and take the
+session-scoped ``cluster`` fixture. Browser tests carry ``@pytest.mark.browser``.
+Run by hand without root or the Debian packages, those tests skip with a reason;
+under ``CI=true`` they must run, so a missing bench is a failure.
+
+The fixture brings the bench up once per session unless it is already up, and takes
+it down at the end only if it brought it up (and ``MINICLUSTER_KEEP`` is not set).
+Tests marked ``cluster_disruptive`` (they take the bench down and up again) run last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pytest
+
+MINICLUSTER = Path(__file__).resolve().parent / "cluster" / "minicluster"
+DEFAULT_DIR = "/tmp/fireflyhpc-minicluster"
+CHROMIUM = "/usr/bin/chromium"
+CLUSTER_COMMANDS = ("ip", "unshare", "sshd", "ssh", "ssh-keygen", "munged", "slurmctld",
+                    "slurmd", "sinfo")
+
+
+def in_ci() -> bool:
+    """True when running under CI (``CI=true``): required tests must not skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the mini HPC cluster (root, network namespaces, sshd, Slurm)")
+    config.addinivalue_line("markers", "browser: needs a real headless Chromium")
+    config.addinivalue_line(
+        "markers", "cluster_disruptive: takes the mini cluster down and up again; runs last")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the disruptive bench tests to the end of the session (order otherwise kept)."""
+    items[:] = sorted(items, key=lambda i: i.get_closest_marker("cluster_disruptive") is not None)
+
+
+def cluster_unavailable_reason(*, for_ci: bool) -> str | None:
+    """Why the mini cluster cannot run here, or None if it can.
+
+    Under CI only a missing root is a reason: ``minicluster up`` installs packages itself.
+    """
+    if os.geteuid() != 0:
+        return "the mini cluster needs root (network namespaces, sshd, Slurm)"
+    if for_ci:
+        return None
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [c for c in CLUSTER_COMMANDS if shutil.which(c, path=path) is None]
+    if missing:
+        return f"the mini cluster needs {', '.join(missing)} (run tests/install-deps)"
+    return None
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason``, except under CI, where a required test must not skip."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("cluster") or item.get_closest_marker("cluster_disruptive"):
+        reason = cluster_unavailable_reason(for_ci=in_ci())
+        if reason:
+            skip_or_fail(reason)
+    if item.get_closest_marker("browser") and not os.access(CHROMIUM, os.X_OK):
+        skip_or_fail(f"browser tests need {CHROMIUM} (run tests/install-deps)")
+
+
+# -- the mini cluster --------------------------------------------------------------------
+
+def read_env(path: Path) -> dict[str, str]:
+    """Parse the bench's ``env`` file (KEY=shell-quoted value lines)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, raw = line.partition("=")
+            parts = shlex.split(raw)
+            values[key] = parts[0] if parts else ""
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """What a test needs to use the running mini cluster (read from its ``env`` file)."""
+
+    dir: Path
+    env: dict[str, str]
+    minicluster: Path = MINICLUSTER
+
+    @classmethod
+    def load(cls, directory: Path) -> "Cluster":
+        return cls(dir=directory, env=read_env(directory / "env"))
+
+    # -- names --------------------------------------------------------------------------
+    @property
+    def ssh_config(self) -> Path:
+        return Path(self.env["MINICLUSTER_SSH_CONFIG"])
+
+    @property
+    def known_hosts(self) -> Path:
+        return Path(self.env["MINICLUSTER_KNOWN_HOSTS"])
+
+    @property
+    def login_host(self) -> str:
+        return self.env["LOGIN_HOST"]
+
+    @property
+    def login_addr(self) -> str:
+        return self.env["LOGIN_ADDR"]
+
+    @property
+    def laptop_addr(self) -> str:
+        return self.env["LAPTOP_ADDR"]
+
+    @property
+    def nodes(self) -> list[str]:
+        return self.env["NODES"].split()
+
+    @property
+    def hosts(self) -> list[str]:
+        return [self.login_host, *self.nodes]
+
+    def addr(self, host: str) -> str:
+        """The address a client uses for ``host`` (login1: the laptop-facing one)."""
+        return self.login_addr if host == self.login_host else self.env[f"{host.upper()}_ADDR"]
+
+    def netns(self, host: str) -> str:
+        """The network namespace of cluster host ``host``."""
+        return self.env["LOGIN_NETNS"] if host == self.login_host \
+            else self.env[f"{host.upper()}_NETNS"]
+
+    @property
+    def user(self) -> str:
+        """The unprivileged user the tool runs as on the cluster."""
+        return self.env["CLUSTER_USER"]
+
+    @property
+    def other_user(self) -> str:
+        """Another unprivileged user (for security tests)."""
+        return self.env["OTHER_USER"]
+
+    def key(self, user: str | None = None) -> Path:
+        """The laptop-side private key of ``user`` (default: :attr:`user`)."""
+        user = user or self.user
+        return Path(self.env["CLUSTER_USER_KEY" if user == self.user else "OTHER_USER_KEY"])
+
+    def home(self, user: str | None = None) -> Path:
+        """The shared home directory of ``user`` (same path on every host)."""
+        return Path("/home") / (user or self.user)
+
+    @property
+    def partitions(self) -> list[str]:
+        return self.env["PARTITIONS"].split()
+
+    @property
+    def default_partition(self) -> str:
+        return self.env["DEFAULT_PARTITION"]
+
+    @property
+    def small_partition(self) -> str:
+        return self.env["SMALL_PARTITION"]
+
+    @property
+    def small_partition_nodes(self) -> list[str]:
+        return self.env["SMALL_PARTITION_NODES"].split()
+
+    @property
+    def small_partition_maxtime_min(self) -> int:
+        return int(self.env["SMALL_PARTITION_MAXTIME_MIN"])
+
+    @property
+    def laptop_veth(self) -> str:
+        """The laptop<->login1 veth end in the root namespace (``ip link set X down``)."""
+        return self.env["LAPTOP_VETH"]
+
+    @property
+    def login_veth(self) -> str:
+        """The same link's end inside login1's namespace."""
+        return self.env["LOGIN_VETH"]
+
+    def ssh_host(self, host: str, user: str | None = None) -> str:
+        """The ssh_config Host alias reaching ``host`` as ``user``."""
+        if user is None or user == self.user:
+            return host
+        if user == self.other_user:
+            return host + self.env["OTHER_USER_HOST_SUFFIX"]
+        raise ValueError(f"no bench user {user!r}")
+
+    # -- commands -----------------------------------------------------------------------
+    def run_in(self, host: str, argv: Sequence[str], *, timeout: float = 60,
+               input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as root inside ``host``'s network namespace (host name or netns)."""
+        netns = host if host.startswith("mc-") else self.netns(host)
+        return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                              text=True, timeout=timeout, input=input, check=check,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def ssh_argv(self, host: str, argv: Sequence[str] = (), *, user: str | None = None,
+                 options: Sequence[str] = ()) -> list[str]:
+        """The OpenSSH client command line running ``argv`` on ``host`` as ``user``."""
+        remote = [shlex.join(argv)] if argv else []
+        return ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", *options,
+                "--", self.ssh_host(host, user), *remote]
+
+    def ssh(self, host: str, argv: Sequence[str], *, user: str | None = None,
+            timeout: float = 60, input: str | None = None, check: bool = False,
+            options: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` on ``host`` through the real ssh client and the bench's ssh_config."""
+        return subprocess.run(self.ssh_argv(host, argv, user=user, options=options),
+                              capture_output=True, text=True, timeout=timeout, input=input,
+                              check=check,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def status(self) -> subprocess.CompletedProcess[str]:
+        """``minicluster status`` (exit 0 when fully up)."""
+        return bench_command("status")
+
+
+def bench_dir() -> Path:
+    return Path(os.environ.get("MINICLUSTER_DIR") or DEFAULT_DIR)
+
+
+def bench_command(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the bench executable (needs root)."""
+    return subprocess.run([str(MINICLUSTER), *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The running mini cluster, brought up once per session if it is not up yet."""
+    reason = cluster_unavailable_reason(for_ci=in_ci())
+    if reason:
+        skip_or_fail(reason)
+    brought_up = False
+    if bench_command("status").returncode != 0:
+        up = bench_command("up", "--reuse")
+        if up.returncode != 0:
+            pytest.fail(f"minicluster up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+        brought_up = "already up" not in up.stdout
+    try:
+        yield Cluster.load(bench_dir())
+    finally:
+        if brought_up and not os.environ.get("MINICLUSTER_KEEP"):
+            bench_command("down")
