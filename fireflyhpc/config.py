@@ -1,0 +1,326 @@
+"""The fireflyhpc config file (TOML) and its named cluster profiles.
+
+The file lives at ``platformdirs.user_config_dir("fireflyhpc")/config.toml`` unless
+``--config PATH`` or ``FIREFLYHPC_CONFIG`` names another one. It has a
+``default_cluster`` and one ``[clusters.NAME]`` table per cluster.
+
+Where a setting comes from, highest first: command-line flags, then the documented
+``FIREFLYHPC_*`` environment variables (:data:`ENV_VARS`), then the cluster profile,
+then the built-in defaults (:data:`DEFAULTS`). :func:`resolve` is the one place that
+applies this order; it is pure and records the source of every value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import platformdirs
+
+from fireflyhpc import validate as v
+from fireflyhpc.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILE_NAME = "config.toml"
+
+# Every key a [clusters.NAME] table may hold, with the validator of its value.
+PROFILE_KEYS: dict[str, v.Validator] = {
+    "login": v.host,
+    "scheduler": v.choice("slurm"),
+    "partition": v.slurm_name,
+    "account": v.slurm_name,
+    "qos": v.slurm_name,
+    "constraint": v.constraint,
+    "time": v.slurm_time,
+    "cpus": v.positive_int,
+    "mem": v.memory,
+    "gpus": v.count,
+    "setup": v.shell_lines,
+    "python": v.python_command,
+    "hop": v.choice("auto", "ssh", "direct"),
+    "port_range": v.port_range,
+    "template": v.template_name,
+    "payload": v.payload,
+    "launch": v.choice("ssh", "srun"),
+    "job_name": v.slurm_name,
+}
+
+# Settings that only exist on the command line (never in a profile).
+FLAG_ONLY_KEYS: dict[str, v.Validator] = {"local_port": v.port}
+
+# Built-in defaults: the lowest layer. None means "leave it to the cluster".
+DEFAULTS: dict[str, Any] = {
+    "login": None,
+    "scheduler": "slurm",
+    "partition": None,
+    "account": None,
+    "qos": None,
+    "constraint": None,
+    "time": "1:00:00",
+    "cpus": 1,
+    "mem": None,
+    "gpus": None,
+    "setup": [],
+    "python": "python3",
+    "hop": "auto",
+    "port_range": (8000, 8999),
+    "template": "firefly",
+    "payload": "builtin",
+    "launch": "ssh",
+    "job_name": "fireflyhpc",
+    "local_port": None,
+}
+
+# The documented environment variables and the setting each one sets.
+ENV_VARS: dict[str, str] = {
+    "FIREFLYHPC_PARTITION": "partition",
+    "FIREFLYHPC_ACCOUNT": "account",
+    "FIREFLYHPC_TIME": "time",
+    "FIREFLYHPC_TEMPLATE": "template",
+    "FIREFLYHPC_PAYLOAD": "payload",
+}
+# Chooses the cluster profile when --cluster is not given (before default_cluster).
+ENV_CLUSTER = "FIREFLYHPC_CLUSTER"
+
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """One validated ``[clusters.NAME]`` table; ``values`` holds only the keys given."""
+
+    name: str
+    values: Mapping[str, Any]
+    source: str = "<built-in>"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated config file (possibly empty when there is no file)."""
+
+    path: Path
+    exists: bool
+    default_cluster: str | None = None
+    clusters: Mapping[str, ClusterProfile] = field(default_factory=dict)
+
+    def profile(self, name: str) -> ClusterProfile:
+        """The profile called ``name``; raises ConfigError naming the known ones."""
+        try:
+            return self.clusters[name]
+        except KeyError:
+            known = ", ".join(sorted(self.clusters)) or "none"
+            where = str(self.path) if self.exists else f"{self.path} (no such file)"
+            raise ConfigError(f"unknown cluster {name!r} in {where}; known clusters: {known}",
+                              hint="add a [clusters.NAME] table, see `fireflyhpc config init`"
+                              ) from None
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Every setting connect needs, after flags > env > profile > defaults.
+
+    ``sources`` maps each setting to where its value came from: ``flag``, the
+    environment variable's name, ``profile <name>`` or ``default``.
+    """
+
+    cluster: str | None
+    login: str | None
+    scheduler: str
+    partition: str | None
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    time: str
+    cpus: int
+    mem: str | None
+    gpus: int | None
+    setup: tuple[str, ...]
+    python: str
+    hop: str
+    port_range: tuple[int, int]
+    template: str
+    payload: str
+    launch: str
+    job_name: str
+    local_port: int | None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def require_login(self) -> str:
+        """The login host; raises ConfigError when the profile does not name one."""
+        if not self.login:
+            name = self.cluster or "(none)"
+            raise ConfigError(f"cluster {name}: no login host configured",
+                              hint="set login = \"HOST\" in its [clusters.NAME] table")
+        return self.login
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain data (lists for tuples), without ``sources``."""
+        out = {k: getattr(self, k) for k in ["cluster", *DEFAULTS]}
+        out["setup"] = list(self.setup)
+        out["port_range"] = list(self.port_range)
+        return out
+
+
+def default_config_path() -> Path:
+    """Where the config file lives when neither --config nor FIREFLYHPC_CONFIG is set."""
+    return Path(platformdirs.user_config_dir("fireflyhpc")) / CONFIG_FILE_NAME
+
+
+def config_path(option: str | os.PathLike[str] | None) -> Path:
+    """The config file in use: the --config / FIREFLYHPC_CONFIG value, else the default."""
+    return Path(option).expanduser() if option else default_config_path()
+
+
+def templates_dir(path: Path) -> Path:
+    """The user's template folder that sits next to the config file ``path``."""
+    return path.parent / "templates"
+
+
+def _check(validator: v.Validator, value: Any, where: str) -> Any:
+    """Run ``validator``; turn its ValueError into a one-line ConfigError at ``where``."""
+    try:
+        return validator(value)
+    except ValueError as exc:
+        shown = value if not isinstance(value, str) else repr(value)
+        raise ConfigError(f"{where} = {shown}: {exc}") from None
+
+
+def parse_profile(name: str, table: Any, source: str) -> ClusterProfile:
+    """Validate one ``[clusters.NAME]`` table; raises ConfigError naming file and key."""
+    if not _CLUSTER_NAME.fullmatch(name):
+        raise ConfigError(f"{source}: [clusters.{name}]: expected a cluster name of "
+                          "letters, digits and _ . -")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: clusters.{name}: expected a table [clusters.{name}]")
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in PROFILE_KEYS:
+            raise ConfigError(f"{source}: [clusters.{name}] unknown key {key!r}; "
+                              f"expected one of: {', '.join(PROFILE_KEYS)}")
+        values[key] = _check(PROFILE_KEYS[key], raw, f"{source}: [clusters.{name}] {key}")
+    return ClusterProfile(name=name, values=values, source=source)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse and validate config ``text`` read from ``path`` (pure).
+
+    Raises ConfigError with ``file:line`` for malformed TOML, and naming the file,
+    the key and what was expected for unknown keys or bad values.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = f":{found.group(1)}" if found else ""
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        raise ConfigError(f"{path}{line}: invalid TOML: {reason}") from None
+    source = str(path)
+    clusters: dict[str, ClusterProfile] = {}
+    default = None
+    for key, raw in data.items():
+        if key == "default_cluster":
+            if not isinstance(raw, str) or not _CLUSTER_NAME.fullmatch(raw):
+                raise ConfigError(f"{source}: default_cluster: expected a cluster name")
+            default = raw
+        elif key == "clusters":
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{source}: clusters: expected tables [clusters.NAME]")
+            for name, table in raw.items():
+                clusters[name] = parse_profile(name, table, source)
+        else:
+            raise ConfigError(f"{source}: unknown key {key!r}; expected default_cluster "
+                              "or [clusters.NAME] tables")
+    if default is not None and default not in clusters:
+        raise ConfigError(f"{source}: default_cluster = {default!r} has no [clusters.{default}]")
+    return Config(path=path, exists=True, default_cluster=default, clusters=clusters)
+
+
+def load_config(option: str | os.PathLike[str] | None) -> Config:
+    """Read the config file named by ``option`` (or the default one).
+
+    A missing default file is an empty config; a missing file that was named
+    explicitly is a ConfigError, as is any unreadable or invalid file.
+    """
+    path = config_path(option)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if option:
+            raise ConfigError(f"config file not found: {path}",
+                              hint=f"create one with `fireflyhpc config init {path}`") from None
+        return Config(path=path, exists=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def pick_profile(config: Config, flag: str | None,
+                 env: Mapping[str, str]) -> ClusterProfile | None:
+    """The profile named by --cluster, else FIREFLYHPC_CLUSTER, else default_cluster.
+
+    Returns None when nothing names a cluster; raises ConfigError for an unknown name.
+    """
+    name = flag or env.get(ENV_CLUSTER) or config.default_cluster
+    if not name:
+        return None
+    return config.profile(name)
+
+
+def resolve(flags: Mapping[str, Any], env: Mapping[str, str],
+            profile: ClusterProfile | None) -> ResolvedSettings:
+    """Merge settings: flags > environment (:data:`ENV_VARS`) > profile > defaults.
+
+    ``flags`` maps setting names to values, None meaning "not given"; flag and
+    environment values are validated like profile values (ConfigError naming the
+    flag or the variable). Pure: reads nothing but its arguments.
+    """
+    validators = {**PROFILE_KEYS, **FLAG_ONLY_KEYS}
+    values = dict(DEFAULTS)
+    sources = {key: "default" for key in DEFAULTS}
+    if profile is not None:
+        for key, value in profile.values.items():
+            values[key], sources[key] = value, f"profile {profile.name}"
+    for var, key in ENV_VARS.items():
+        raw = env.get(var)
+        if raw:
+            values[key] = _check(validators[key], raw, var)
+            sources[key] = var
+    for key, value in flags.items():
+        if key not in validators:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            flag = "--" + key.replace("_", "-")
+            values[key], sources[key] = _check(validators[key], value, flag), "flag"
+    values["setup"] = tuple(values["setup"])
+    values["port_range"] = tuple(values["port_range"])
+    cluster = profile.name if profile is not None else None
+    return ResolvedSettings(cluster=cluster, sources=sources, **values)
+
+
+def load_settings(config_option: str | None, flags: Mapping[str, Any],
+                  env: Mapping[str, str] | None = None,
+                  cluster: str | None = None) -> ResolvedSettings:
+    """Load the config, pick the profile and :func:`resolve` (the I/O wrapper)."""
+    env = os.environ if env is None else env
+    config = load_config(config_option)
+    return resolve(flags, env, pick_profile(config, cluster, env))
+
+
+def example_config_text() -> str:
+    """The commented example config shipped as ``fireflyhpc.config``."""
+    from fireflyhpc.resources import shipped_file
+
+    return shipped_file("config", "fireflyhpc.example.toml").read_text(encoding="utf-8")
