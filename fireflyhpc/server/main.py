@@ -62,14 +62,15 @@ def serve(request: ServeRequest) -> None:
     datasets = discover(dirs)
     if not datasets:
         log.warning("no data to serve: name a DATA_DIR, or use --demo")
-    listener = runner.bind(request.host, request.port)
+    address = runner.resolve(request.host, request.port)
+    if not runner.is_loopback(address[4][0]):
+        if token is None:
+            raise ConfigError(f"refusing --no-token on non-loopback address {address[4][0]}: "
+                              "anyone who can reach it could read the data")
+        log.warning("listening on %s, which other machines may reach; "
+                    "the token is all that protects the data", address[4][0])
+    listener = runner.bind(address)
     try:
-        if not listener.loopback:
-            if token is None:
-                raise ConfigError(f"refusing --no-token on non-loopback address {listener.host}: "
-                                  "anyone who can reach it could read the data")
-            log.warning("listening on %s, which other machines may reach; "
-                        "the token is all that protects the data", listener.host)
         if token is None:
             log.warning("--no-token: any local user can read the served data")
         log.info("app: %s (%s); data: %s", webapp.kind, webapp.root,

@@ -66,11 +66,10 @@ def is_loopback(address: str) -> bool:
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-def bind(host: str, port: int, backlog: int = 128) -> Listener:
-    """Bind and listen on ``host``:``port`` (0: a free port chosen by the OS).
+def resolve(host: str, port: int) -> tuple[Any, ...]:
+    """The getaddrinfo tuple to bind ``host``:``port`` with (first match).
 
-    Raises ConfigError for a bad port or an unresolvable host, ServerError if
-    the address cannot be bound (in use, not permitted).
+    Raises ConfigError for a bad port or an unresolvable host.
     """
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range (0-65535)")
@@ -78,7 +77,15 @@ def bind(host: str, port: int, backlog: int = 128) -> Listener:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    family, socktype, proto, _, sockaddr = infos[0]
+    return tuple(infos[0])
+
+
+def bind(address: tuple[Any, ...], backlog: int = 128) -> Listener:
+    """Bind and listen on a :func:`resolve` result (port 0: the OS picks one).
+
+    Raises ServerError if the address cannot be bound (in use, not permitted).
+    """
+    family, socktype, proto, _, sockaddr = address
     sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,15 +97,15 @@ def bind(host: str, port: int, backlog: int = 128) -> Listener:
                   errno.EACCES: "needs privileges (use a port above 1023, or 0)",
                   errno.EADDRNOTAVAIL: "is not an address of this machine"}.get(
                       exc.errno or 0, exc.strerror)
-        raise ServerError(f"cannot listen on {host} port {port}: {reason}") from None
+        raise ServerError(f"cannot listen on {sockaddr[0]} port {sockaddr[1]}: {reason}") \
+            from None
     bound_host, bound_port = sock.getsockname()[:2]
-    loopback = is_loopback(bound_host)
     url_host = bound_host
     if bound_host in ("0.0.0.0", "::"):
         url_host = socket.gethostname()
     elif ":" in bound_host:
         url_host = f"[{bound_host}]"
-    return Listener(sock, bound_host, bound_port, loopback, url_host)
+    return Listener(sock, bound_host, bound_port, is_loopback(bound_host), url_host)
 
 
 def token_url(base_url: str, token: str | None) -> str:
