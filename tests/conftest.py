@@ -225,8 +225,12 @@ class Cluster:
                               stdin=None if input is not None else subprocess.DEVNULL)
 
     def status(self) -> subprocess.CompletedProcess[str]:
-        """``minicluster status`` (exit 0 when fully up)."""
+        """``minicluster status`` (exit 0 when fully up, 1 partly, 3 nothing runs)."""
         return bench_command("status")
+
+    def minicluster_command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``minicluster ARGS...`` (up/down/status) with this bench's directory."""
+        return bench_command(*args)
 
 
 def bench_dir() -> Path:
