@@ -89,13 +89,39 @@ def _write_json(path: Path, content: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def settings_for(groups: Sequence[ParticleGroup], **scene: Any) -> dict[str, Any]:
-    """Firefly settings for ``groups`` plus scene keys (center, camera, title...)."""
-    settings: dict[str, Any] = {
-        "partsColors": {g.name: list(g.color) for g in groups},
-        "partsSizeMultipliers": {g.name: g.size for g in groups},
-        "showParts": {g.name: g.visible for g in groups},
+# Every per-group key Firefly's Python Settings writes, with its default; Firefly's
+#  web app reads several of them (colormap*, showColormap...) without checking.
+_GROUP_DEFAULTS: dict[str, Any] = {
+    "plotNmax": None, "radiusVariable": 0, "showVel": None, "velType": None,
+    "velVectorWidth": None, "velGradient": None, "animateVel": None, "animateVelDt": None,
+    "animateVelTmax": None, "colormap": 1.0 / 64, "colormapVariable": None,
+    "showColormap": None, "blendingMode": None, "depthTest": None, "brightCenterFraction": None,
+}
+
+
+def _group_settings(group: ParticleGroup) -> dict[str, Any]:
+    data = group.data
+    names = list(data.fields)
+    filterable = [n for n, f in zip(names, data.filter_flags or []) if f]
+    mappable = [n for n, f in zip(names, data.colormap_flags or []) if f]
+    return {
+        "partsColors": list(group.color), "partsSizeMultipliers": group.size,
+        "showParts": group.visible, **_GROUP_DEFAULTS,
+        "filterVals": dict.fromkeys(filterable), "filterLims": dict.fromkeys(filterable),
+        "invertFilter": {}, "colormapVals": dict.fromkeys(mappable),
+        "colormapLims": dict.fromkeys(mappable),
     }
+
+
+def settings_for(groups: Sequence[ParticleGroup], **scene: Any) -> dict[str, Any]:
+    """Firefly settings for ``groups`` plus scene keys (center, camera, title...).
+
+    The result has the shape of Firefly's own settings files: one dictionary
+    per setting, keyed by group name, then the scene keys and ``loaded``.
+    """
+    per_group = {g.name: _group_settings(g) for g in groups}
+    keys = next(iter(per_group.values()), {}).keys()
+    settings: dict[str, Any] = {key: {name: s[key] for name, s in per_group.items()} for key in keys}
     settings.update({k: v for k, v in scene.items() if v is not None})
     settings["loaded"] = True
     return settings
