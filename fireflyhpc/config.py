@@ -155,10 +155,13 @@ class ResolvedSettings:
 
     def require_login(self) -> str:
         """The login host; raises ConfigError when the profile does not name one."""
+        if not self.login and self.cluster is None:
+            raise ConfigError("no cluster chosen and no login host given",
+                              hint="pass --cluster NAME, set FIREFLYHPC_CLUSTER, or set "
+                                   "default_cluster in the config file")
         if not self.login:
-            name = self.cluster or "(none)"
-            raise ConfigError(f"cluster {name}: no login host configured",
-                              hint="set login = \"HOST\" in its [clusters.NAME] table")
+            raise ConfigError(f"cluster {self.cluster}: no login host configured",
+                              hint=f"set login = \"HOST\" in [clusters.{self.cluster}]")
         return self.login
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,184 @@
+"""Per-user records of running ``connect`` sessions, on disk.
+
+One JSON file per session (``<state dir>/sessions/<id>.json``), versioned, written
+atomically (temp file + rename) with mode 0600 in a 0700 folder, so concurrent
+``connect`` commands never lose each other's entries and no other user can read a
+URL with its token. Whether a session is still alive is checked, not trusted: the
+recorded pid must exist on this host with the recorded process start time.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import stat
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import psutil
+
+from fireflyhpc.errors import ConfigError, FireflyHPCError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_ID = re.compile(r"[0-9a-f]{8}")
+
+
+class Liveness(enum.Enum):
+    """What can be said about a session from this machine alone."""
+
+    ALIVE = "alive"  # its connect process runs here
+    DEAD = "dead"  # its connect process is gone: the entry is stale
+    UNKNOWN = "unknown"  # recorded on another host, or detached (ask the cluster)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session: where it runs, how to reach it, and who owns it."""
+
+    id: str
+    cluster: str | None
+    job_id: str | None
+    node: str | None
+    local_port: int | None
+    remote_port: int | None
+    url: str | None
+    pid: int
+    pid_create_time: float
+    hostname: str
+    submitted_by_us: bool
+    created: float = field(default_factory=time.time)
+    time_limit_end: float | None = None  # epoch seconds when the job's time runs out
+    detached: bool = False
+    login: str | None = None
+    remote_pgid: int | None = None
+
+    @classmethod
+    def for_this_process(cls, **values: Any) -> "SessionRecord":
+        """A record owned by the calling process (pid, its start time, this host)."""
+        me = psutil.Process()
+        return cls(id=values.pop("id", None) or new_id(), pid=me.pid,
+                   pid_create_time=me.create_time(), hostname=socket.gethostname(), **values)
+
+
+def new_id() -> str:
+    """A fresh random session id (8 hex digits)."""
+    return secrets.token_hex(4)
+
+
+def check_id(session_id: str) -> str:
+    """``session_id`` if it looks like one; ConfigError otherwise (never a path)."""
+    if not _ID.fullmatch(session_id):
+        raise ConfigError(f"not a session id: {session_id!r} (expected 8 hex digits, "
+                          "see `fireflyhpc status`)")
+    return session_id
+
+
+def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
+    """Is the record's connect process alive? Judged by pid + create time + host."""
+    if record.detached or record.hostname != (hostname or socket.gethostname()):
+        return Liveness.UNKNOWN
+    try:
+        started = psutil.Process(record.pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return Liveness.DEAD
+    except psutil.AccessDenied:
+        return Liveness.ALIVE
+    return Liveness.ALIVE if abs(started - record.pid_create_time) < 0.01 else Liveness.DEAD
+
+
+def default_state_dir() -> Path:
+    """Where session files live: platformdirs' user state dir for fireflyhpc."""
+    return Path(platformdirs.user_state_dir("fireflyhpc")) / "sessions"
+
+
+def _decode(data: Any) -> SessionRecord:
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"not a version {FORMAT_VERSION} session file")
+    body = data.get("session")
+    if not isinstance(body, dict):
+        raise ValueError("no session object")
+    known = {f.name for f in fields(SessionRecord)}
+    return SessionRecord(**{k: val for k, val in body.items() if k in known})
+
+
+class SessionStore:
+    """Session records in ``directory`` (default: :func:`default_state_dir`)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or default_state_dir()
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = self.directory.stat()
+        if info.st_uid != os.getuid():
+            raise FireflyHPCError(f"session folder {self.directory} belongs to another user")
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(self.directory, 0o700)
+
+    def path(self, session_id: str) -> Path:
+        """The file of session ``session_id``."""
+        return self.directory / f"{check_id(session_id)}.json"
+
+    def add(self, record: SessionRecord) -> SessionRecord:
+        """Write ``record`` (replacing one with the same id), atomically, mode 0600."""
+        self._ensure_dir()
+        text = json.dumps({"version": FORMAT_VERSION, "session": asdict(record)}, indent=2)
+        fd, tmp = tempfile.mkstemp(prefix=".session-", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp made it 0600
+                handle.write(text + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path(record.id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return record
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        """The record ``session_id``, or None if there is none (or it is unreadable)."""
+        try:
+            return _decode(json.loads(self.path(session_id).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable session file %s: %s", self.path(session_id), exc)
+            return None
+
+    def list(self) -> list[SessionRecord]:
+        """Every readable record, oldest first (unreadable files are logged and skipped)."""
+        if not self.directory.is_dir():
+            return []
+        records = []
+        for path in sorted(self.directory.glob("*.json")):
+            if _ID.fullmatch(path.stem):
+                record = self.get(path.stem)
+                if record is not None:
+                    records.append(record)
+        return sorted(records, key=lambda r: r.created)
+
+    def remove(self, session_id: str) -> bool:
+        """Delete the record; True if there was one."""
+        try:
+            self.path(session_id).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def prune(self, *, hostname: str | None = None) -> list[SessionRecord]:
+        """Remove the records whose connect process is gone; return them."""
+        dead = [r for r in self.list() if liveness(r, hostname=hostname) is Liveness.DEAD]
+        for record in dead:
+            self.remove(record.id)
+        return dead
