@@ -1,0 +1,68 @@
+"""`fireflyhpc tunnel`: forward a web server on a compute node to 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from fireflyhpc.tunnel.build import BACKENDS, HOPS, TunnelRequest, open_tunnel
+from fireflyhpc.tunnel.ports import parse_port
+
+
+@click.command("tunnel")
+@click.argument("node")
+@click.argument("remote_port")
+@click.option("--login", "login", envvar="FIREFLYHPC_LOGIN", show_envvar=True, required=True,
+              help="Login node (a host or ssh_config alias) to go through.")
+@click.option("--port", "local_port", default="0", show_default=True,
+              help="Local port on 127.0.0.1 (0: any free port).")
+@click.option("--hop", type=click.Choice(HOPS), default="auto", show_default=True,
+              help="ssh: a second SSH session into the node, target its loopback; "
+                   "direct: the login node connects to NODE:REMOTE_PORT; auto: ssh if the node "
+                   "accepts SSH, else direct.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="openssh: drive the system ssh client (fastest); paramiko: pure Python; "
+                   "auto: openssh where installed.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Accept and record unknown host keys (never changed ones).")
+@click.pass_obj
+def tunnel_command(obj: object, node: str, remote_port: str, login: str, local_port: str,
+                   hop: str, backend: str, accept_new_host_key: bool) -> None:
+    """Forward REMOTE_PORT on compute node NODE to http://127.0.0.1:PORT until Ctrl-C.
+
+    Prints one line with the local URL once it accepts connections. The tunnel
+    reconnects by itself if the network drops; the local port stays yours.
+    """
+    request = TunnelRequest(
+        node=node, login=login, hop=hop, backend=backend,
+        remote_port=parse_port(remote_port, what="remote port", allow_zero=False),
+        local_port=parse_port(local_port, what="local port"),
+        ssh_config=getattr(obj, "ssh_config", None), accept_new_host_key=accept_new_host_key)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not serving.is_set():
+            raise KeyboardInterrupt  # still connecting: unwind, cleaning up on the way
+        stop.set()
+
+    serving = threading.Event()
+    previous = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        tunnel = open_tunnel(request)
+        serving.set()
+        try:
+            click.echo(f"{tunnel.url}  (-> {node}:{request.remote_port} via {login}; "
+                       "Ctrl-C to stop)")
+            while not stop.wait(0.5):
+                pass
+        finally:
+            tunnel.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+commands = [tunnel_command]

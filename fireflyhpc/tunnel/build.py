@@ -1,0 +1,116 @@
+"""From a :class:`TunnelRequest` to a running :class:`Tunnel` (both backends, all hops)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from fireflyhpc.errors import ConfigError
+from fireflyhpc.tunnel import openssh
+from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
+from fireflyhpc.tunnel.sshmsg import NodeSSHError
+from fireflyhpc.tunnel.listener import Listener
+from fireflyhpc.tunnel.ports import parse_port, validate_host
+
+log = logging.getLogger(__name__)
+
+HOPS = ("auto", "ssh", "direct")
+BACKENDS = ("auto", "openssh", "paramiko")
+
+
+@dataclass(frozen=True)
+class TunnelRequest:
+    """What to forward: ``127.0.0.1:local_port`` -> ``node:remote_port`` via ``login``."""
+
+    node: str
+    remote_port: int
+    login: str
+    local_port: int = 0
+    hop: str = "auto"
+    backend: str = "auto"
+    ssh_config: str | None = None
+    accept_new_host_key: bool = False
+
+    def validated(self) -> "TunnelRequest":
+        """Return self after checking every field; raises ConfigError (one line)."""
+        validate_host(self.node, what="node")
+        validate_host(self.login, what="login host")
+        parse_port(self.remote_port, what="remote port", allow_zero=False)
+        parse_port(self.local_port, what="local port")
+        if self.hop not in HOPS:
+            raise ConfigError(f"hop must be one of {', '.join(HOPS)}, not {self.hop!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        return self
+
+
+def choose_backend(requested: str) -> str:
+    """``openssh`` when asked for or (``auto``) when a system ssh exists, else ``paramiko``.
+
+    Raises ConfigError if ``openssh`` is asked for but not installed.
+    """
+    if requested == "paramiko":
+        return "paramiko"
+    if openssh.find_ssh():
+        return "openssh"
+    if requested == "openssh":
+        raise ConfigError("--backend openssh needs the OpenSSH client (ssh), which is not installed")
+    return "paramiko"
+
+
+def make_connector(req: TunnelRequest) -> Connector:
+    """A connector for ``req``; the first call settles ``auto`` hop for all later ones."""
+    backend = choose_backend(req.backend)
+    state = {"hop": req.hop}
+
+    def build(hop: str) -> Path:
+        if backend == "openssh":
+            options = openssh.OpenSSHOptions(openssh.find_ssh() or "ssh", req.ssh_config,
+                                             req.accept_new_host_key)
+            return openssh.open_path(options, req.login, req.node, req.remote_port, hop)
+        from fireflyhpc.tunnel import paramiko_backend
+        return paramiko_backend.open_path(req, hop)
+
+    def connect() -> Path:
+        if state["hop"] != "auto":
+            return build(state["hop"])
+        path, hop = _auto(build, req.node)
+        state["hop"] = hop
+        return path
+
+    return connect
+
+
+def _auto(build: Callable[[str], Path], node: str) -> tuple[Path, str]:
+    """Try the ``ssh`` hop; fall back to ``direct`` if the node does not take SSH.
+
+    Host key problems are never a reason to fall back: they are raised.
+    """
+    try:
+        return build("ssh"), "ssh"
+    except NodeSSHError as exc:
+        if "host key" in str(exc).lower():
+            raise
+        log.info("the node %s does not accept SSH (%s); using the direct hop", node, exc)
+    return build("direct"), "direct"
+
+
+def open_tunnel(req: TunnelRequest) -> Tunnel:
+    """Bind the listener, build the first path, start serving; return the Tunnel.
+
+    Raises ConfigError, TunnelError (port busy) or SSHError; nothing is left
+    listening or running when it raises.
+    """
+    req = req.validated()
+    listener = Listener(req.local_port)
+    try:
+        tunnel = Tunnel(listener, make_connector(req), target=f"{req.node}:{req.remote_port}")
+        tunnel.start()
+    except BaseException:
+        listener.close()
+        raise
+    return tunnel
+
+
+__all__ = ["TunnelRequest", "open_tunnel", "make_connector", "choose_backend", "replace"]

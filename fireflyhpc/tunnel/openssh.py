@@ -1,0 +1,225 @@
+"""The OpenSSH backend: paths made of system ``ssh`` ControlMaster processes.
+
+Our Python listener stays bound; each accepted connection is handed to a
+multiplexing client ``ssh -S CTL -W HOST:PORT``, with the client socket as its
+stdin and stdout. The mux client passes those descriptors to the master, and
+the master moves the bytes itself: no Python on the data path, and OpenSSH's
+C crypto (AES-GCM preferred) on every hop.
+
+- ``direct`` hop: one master to the login node; ``-W NODE:PORT`` per connection.
+- ``ssh`` hop: a second master to the node whose ProxyCommand is a mux client
+  ``-W NODE:22`` of the login master (one login connection, so one 2FA prompt);
+  ``-W localhost:PORT`` per connection.
+
+Liveness: masters run with ``ServerAliveInterval``/``CountMax`` so a dead path
+makes them exit; :meth:`OpenSSHPath.probe` also asks each master ``-O check``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from fireflyhpc.errors import SSHError
+from fireflyhpc.tunnel.engine import PathBroken, TargetRefused
+from fireflyhpc.tunnel.sshmsg import NodeSSHError, ssh_error_from_stderr
+
+log = logging.getLogger(__name__)
+
+ALIVE_INTERVAL = 4  # seconds; a silent path is declared dead after about 3 intervals
+ALIVE_COUNT = 2
+READY_TIMEOUT = 60.0
+CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+
+
+def find_ssh() -> str | None:
+    """The system ``ssh`` client, or None if there is none."""
+    return shutil.which("ssh")
+
+
+@dataclass(frozen=True)
+class OpenSSHOptions:
+    """How to run ``ssh``: its binary, config file, and host key policy."""
+
+    ssh: str
+    ssh_config: str | None = None
+    accept_new_host_key: bool = False
+
+    def base(self) -> list[str]:
+        """Options every master gets (config, host keys, keepalive, ciphers)."""
+        argv = [self.ssh]
+        if self.ssh_config:
+            argv += ["-F", self.ssh_config]
+        strict = "accept-new" if self.accept_new_host_key else "yes"
+        for opt in (f"StrictHostKeyChecking={strict}", f"ServerAliveInterval={ALIVE_INTERVAL}",
+                    f"ServerAliveCountMax={ALIVE_COUNT}", f"Ciphers={CIPHERS}",
+                    "ClearAllForwardings=yes", "ExitOnForwardFailure=yes", "RequestTTY=no",
+                    "ControlMaster=yes", "ControlPersist=no", "PermitLocalCommand=no"):
+            argv += ["-o", opt]
+        return argv
+
+    def mux(self, control: str) -> list[str]:
+        """Argv prefix of a client of the master at ``control``; never dials by itself."""
+        return [self.ssh, "-F", "/dev/null", "-S", control, "-o", "ControlMaster=no",
+                "-o", "ProxyCommand=false", "-o", "BatchMode=yes"]
+
+
+class Master:
+    """One ``ssh -M -N`` process with its control socket; stderr goes to the log."""
+
+    def __init__(self, argv: list[str], control: str, label: str) -> None:
+        self.control = control
+        self.label = label
+        self._stderr: list[str] = []
+        log.debug("starting %s", shlex.join(argv))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self._stderr.append(line)
+            del self._stderr[:-400]
+            log.debug("ssh %s: %s", self.label, line)
+
+    def wait_ready(self, mux_prefix: list[str], timeout: float = READY_TIMEOUT) -> None:
+        """Return once the master answers ``-O check``; raise SSHError if it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=2)
+                raise ssh_error_from_stderr(self.label, self._stderr)
+            if os.path.exists(self.control) and self.check(mux_prefix):
+                return
+            time.sleep(0.05)
+        self.close()
+        raise SSHError(f"ssh to {self.label} did not finish connecting within {timeout:g} s")
+
+    def check(self, mux_prefix: list[str], timeout: float = 5.0) -> bool:
+        """True if the master process lives and answers on its control socket."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            done = subprocess.run([*mux_prefix, "-O", "check", "mux"], capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def close(self) -> None:
+        """Terminate the master (and with it its connection); idempotent."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=2)
+
+
+class OpenSSHPath:
+    """A path of one or two masters; connections are stdio forwards of the last."""
+
+    def __init__(self, masters: list[Master], options: OpenSSHOptions, target: tuple[str, int],
+                 description: str, workdir: str) -> None:
+        self._masters = masters
+        self._options = options
+        self._target = target
+        self._workdir = workdir
+        self._mux = options.mux(masters[-1].control)
+        self.description = description
+
+    def forward(self, sock: socket.socket) -> None:
+        """Hand ``sock`` to a mux client of the last master; wait until it ends."""
+        host, port = self._target
+        argv = [*self._mux, "-W", f"{host}:{port}", "mux"]
+        try:
+            proc = subprocess.Popen(argv, stdin=sock.fileno(), stdout=sock.fileno(),
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise PathBroken(f"cannot run ssh: {exc}") from exc
+        _, err = proc.communicate()
+        if proc.returncode == 0:
+            _close(sock)
+            return
+        text = err.decode("utf-8", "replace").strip()
+        if "open refused" in text or "open failed" in text:
+            raise TargetRefused(self._refusal_reason())
+        raise PathBroken(text.splitlines()[-1] if text else f"ssh exited {proc.returncode}")
+
+    def _refusal_reason(self) -> str:
+        """The master logs why a channel failed ("connect failed: Connection refused")."""
+        time.sleep(0.05)  # the master writes its line as the refusal arrives
+        for line in reversed(self._masters[-1]._stderr[-20:]):
+            match = re.search(r"open failed: (.*)$", line)
+            if match:
+                return match.group(1)
+        return "the channel was refused"
+
+    def probe(self, timeout: float) -> None:
+        """Raise PathBroken unless every master is alive and answering."""
+        for master in self._masters:
+            if not master.check(self._options.mux(master.control), timeout=timeout):
+                raise PathBroken(f"ssh connection to {master.label} ended")
+
+    def close(self) -> None:
+        """Stop the masters, last first, and remove the control directory."""
+        for master in reversed(self._masters):
+            master.close()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: str) -> OpenSSHPath:
+    """Start the masters for ``hop`` (``ssh`` or ``direct``) and return the path.
+
+    Raises SSHError (with OpenSSH's own reason) if a master cannot connect.
+    """
+    workdir = tempfile.mkdtemp(prefix="ffhpc-ssh-")  # 0700: control sockets are private
+    masters: list[Master] = []
+    try:
+        login_ctl = os.path.join(workdir, "login")
+        masters.append(_start(options, login_ctl, [login], login))
+        if hop == "direct":
+            return OpenSSHPath(masters, options, (node, port), f"ssh {login} (OpenSSH), direct "
+                               f"to {node}:{port}", workdir)
+        proxy = shlex.join([*options.mux(login_ctl), "-W", "%h:%p", "mux"])
+        node_ctl = os.path.join(workdir, "node")
+        try:
+            masters.append(_start(options, node_ctl, ["-o", f"ProxyCommand={proxy}", node], node))
+        except SSHError as exc:
+            raise NodeSSHError(exc.message, hint=exc.hint) from exc
+        return OpenSSHPath(masters, options, ("localhost", port), f"ssh {login} -> ssh {node} "
+                           f"(OpenSSH), to the node's localhost:{port}", workdir)
+    except BaseException:
+        for master in reversed(masters):
+            master.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _start(options: OpenSSHOptions, control: str, args: list[str], label: str) -> Master:
+    argv = [*options.base(), "-v", "-N", "-S", control, *args]
+    master = Master(argv, control, label)
+    master.wait_ready(options.mux(control))
+    return master
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass

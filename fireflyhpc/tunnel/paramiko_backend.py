@@ -1,0 +1,71 @@
+"""Paths over the project's SSH layer (:mod:`fireflyhpc.ssh`, pure Python, portable).
+
+One :class:`~fireflyhpc.ssh.SSHConnection` to the login node (with its own
+ProxyJump hops, if the config has any) is reused for everything; the ``ssh``
+hop adds a second connection to the node chained through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from fireflyhpc.errors import SSHError
+from fireflyhpc.ssh import SSHConnection
+from fireflyhpc.tunnel.paramiko_path import ParamikoPath, direct_tcpip, tune_transport
+from fireflyhpc.tunnel.sshmsg import NodeSSHError
+
+if TYPE_CHECKING:
+    from fireflyhpc.tunnel.build import TunnelRequest
+
+log = logging.getLogger(__name__)
+
+
+def open_path(req: "TunnelRequest", hop: str) -> ParamikoPath:
+    """Connect to the login node (and for ``ssh`` hop the node); return the path.
+
+    Raises SSHError/ConfigError from the SSH layer; NodeSSHError if only the
+    node refused.
+    """
+    login = SSHConnection.open(req.login, ssh_config=req.ssh_config,
+                               accept_new_host_key=req.accept_new_host_key)
+    try:
+        _tune_live(login.transports)
+        if hop == "direct":
+            transport = login.transport
+
+            def open_direct() -> paramiko.Channel:
+                return direct_tcpip(transport, req.node, req.remote_port)
+
+            return ParamikoPath(open_direct, transports=login.transports, on_close=login.close,
+                                description=f"ssh {req.login} (paramiko), direct to "
+                                            f"{req.node}:{req.remote_port}")
+        try:
+            node = login.connect_to(req.node)
+        except SSHError as exc:
+            raise NodeSSHError(exc.message, hint=exc.hint) from exc
+        _tune_live(node.transports)
+        inner = node.transport
+
+        def open_local() -> paramiko.Channel:
+            return direct_tcpip(inner, "localhost", req.remote_port)
+
+        return ParamikoPath(open_local, transports=(*login.transports, *node.transports),
+                            on_close=login.close,
+                            description=f"ssh {req.login} -> ssh {req.node} (paramiko), to the "
+                                        f"node's localhost:{req.remote_port}")
+    except BaseException:
+        login.close()
+        raise
+
+
+def _tune_live(transports: tuple[paramiko.Transport, ...]) -> None:
+    """Apply our window sizes and TCP_NODELAY to already running transports.
+
+    The SSH layer picks ciphers at handshake; what is left to tune afterwards is
+    what new channels advertise (window, packet size) and the socket.
+    """
+    for transport in transports:
+        tune_transport(transport)

@@ -1,0 +1,60 @@
+"""Turn what the OpenSSH client printed (with ``-v``) into one clear SSHError (pure)."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from fireflyhpc.errors import SSHError
+
+ACCEPT_FLAG = "--accept-new-host-key"
+
+
+
+class NodeSSHError(SSHError):
+    """The login node was reached, but the SSH session into the compute node failed."""
+
+
+_FINGERPRINT = re.compile(r"Server host key: (\S+) (SHA256:\S+)")
+
+
+def ssh_error_from_stderr(label: str, lines: Sequence[str]) -> SSHError:
+    """Return the SSHError that explains why ``ssh`` to ``label`` failed.
+
+    ``lines`` is the client's stderr (``-v`` debug lines included; they are
+    used for the host key fingerprint and otherwise ignored).
+    """
+    text = [line.strip() for line in lines if line.strip()]
+    plain = [line for line in text if not line.startswith("debug")]
+    fingerprint = None
+    for line in text:
+        match = _FINGERPRINT.search(line)
+        if match:
+            fingerprint = f"{match.group(1)} {match.group(2)}"
+    joined = "\n".join(plain)
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in joined or "has changed and you have" in joined:
+        return SSHError(f"host key for {label} has CHANGED (now {fingerprint or 'unknown'}); "
+                        "refusing to connect: this may be an attack",
+                        hint="if the host was reinstalled, remove its old key from known_hosts")
+    if "host key is known for" in joined or "Host key verification failed" in joined:
+        shown = f" (fingerprint {fingerprint})" if fingerprint else ""
+        return SSHError(f"unknown host key for {label}{shown}; refusing to connect",
+                        hint=f"check the fingerprint, then run again with {ACCEPT_FLAG}")
+    for pattern, message in _KNOWN:
+        for line in plain:
+            match = re.search(pattern, line)
+            if match:
+                return SSHError(message.format(label=label, *match.groups()))
+    last = plain[-1] if plain else "ssh exited without saying why"
+    return SSHError(f"ssh to {label} failed: {last}")
+
+
+_KNOWN: list[tuple[str, str]] = [
+    (r"Could not resolve hostname (\S+?):", "unknown host {0!r} (for {label})"),
+    (r"connect to host (\S+) port (\d+): Connection refused",
+     "connection to {0} port {1} refused (for {label}; is sshd running there?)"),
+    (r"connect to host (\S+) port (\d+): (.*)", "cannot connect to {0} port {1} ({label}): {2}"),
+    (r"Permission denied \((.*)\)", "authentication to {label} failed (tried: {0})"),
+    (r"(Connection timed out during banner exchange)", "{label}: {0}"),
+    (r"(Connection closed by .*)", "{label}: {0}"),
+]
