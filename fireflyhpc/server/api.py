@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import psutil
 
@@ -189,22 +189,34 @@ def _reap(processes: Iterable[psutil.Process]) -> None:
             pass
 
 
-def spawnFireflyServer(port: int = 0, frames_per_second: int | None = None,  # noqa: N802
-                       decimation_factor: int | None = None, max_time: float = 60.0,
-                       directory: str | os.PathLike[str] | None = None, method: str | None = None,
-                       **kwargs: object) -> ServerHandle:
+def spawnFireflyServer(port: int = 0, method: str | None = None,  # noqa: N802
+                       directory: str | os.PathLike[str] | None = None,
+                       frames_per_second: int | None = None, decimation_factor: int | None = None,
+                       max_time: float = 60.0, multiple_rooms: bool = False, public: bool = False,
+                       **kwargs: Any) -> ServerHandle:
     """Firefly-compatible spelling of :func:`spawn_server`.
 
-    Accepts Firefly's positional arguments (port, frames_per_second,
-    decimation_factor, max_time, directory, method); frames_per_second,
-    decimation_factor and method do not apply to this server and are ignored,
-    ``max_time`` bounds the wait. Unlike Firefly, ``directory`` is a data
-    directory to serve, and port 0 (the default) picks a free port.
+    Takes Firefly 3's arguments in Firefly's order (port, method, directory,
+    frames_per_second, decimation_factor, max_time, multiple_rooms, public).
+    In Firefly ``directory`` is a copy of Firefly's web app: a directory with an
+    ``index.html`` is served as the app (``--app PATH``), any other directory as
+    data. ``max_time`` bounds the wait; ``public=True`` binds 0.0.0.0 (the token
+    is still required). ``method``, ``frames_per_second``, ``decimation_factor``
+    and ``multiple_rooms`` have no meaning here and are ignored. Unlike Firefly,
+    port 0 (the default) picks a free port, and a :class:`ServerHandle` (with
+    ``.process``) is returned instead of the Popen object.
     """
-    if frames_per_second is not None or decimation_factor is not None or method is not None:
-        log.info("spawnFireflyServer: frames_per_second, decimation_factor and method "
-                 "are ignored by fireflyhpc")
-    return spawn_server(directory, port, timeout=max_time, **kwargs)  # type: ignore[arg-type]
+    ignored = {"method": method, "frames_per_second": frames_per_second,
+               "decimation_factor": decimation_factor, "multiple_rooms": multiple_rooms or None}
+    if any(value is not None for value in ignored.values()):
+        log.info("spawnFireflyServer: %s ignored by fireflyhpc",
+                 ", ".join(k for k, v in ignored.items() if v is not None))
+    if directory is not None and os.path.isfile(os.path.join(directory, "index.html")):
+        kwargs.setdefault("app", os.fspath(directory))
+        directory = None
+    if public:
+        kwargs.setdefault("host", "0.0.0.0")
+    return spawn_server(directory, port, timeout=max_time, **kwargs)
 
 
 def quitAllFireflyServers(pid: int | None = None) -> list[int]:  # noqa: N802

@@ -1,0 +1,144 @@
+"""The registry and the Python API: spawn two, quit one by pid, quit all;
+stale and foreign entries; Firefly-compatible names; notebook.show."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+import fireflyhpc
+from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.server import (quit_all_servers, quitAllFireflyServers, running_servers,
+                               spawn_server, spawnFireflyServer)
+from fireflyhpc.server import registry
+
+
+def fetch(base_url: str, path: str, token: str) -> bytes:
+    request = urllib.request.Request(base_url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return bytes(response.read())
+
+
+def write_entry(pid: int, create_time: float, hostname: str | None = None) -> Path:
+    entry = registry.ServerEntry(hostname or socket.gethostname(), pid, create_time,
+                                 "127.0.0.1", 1, "http://127.0.0.1:1/", "t" * 20)
+    path = registry.registry_dir() / f"server-{entry.hostname}-{pid}.json"
+    registry.write_json_atomic(path, entry.__dict__)
+    return path
+
+
+def test_spawn_two_quit_one_by_pid_then_all(data_tree: Path) -> None:
+    first = spawn_server(data_tree, app="builtin")
+    second = spawn_server([data_tree], token="chosen-token-0123456789")
+    try:
+        assert second.token == "chosen-token-0123456789"
+        assert second.url == second.base_url + "?token=chosen-token-0123456789"
+        for handle in (first, second):
+            assert json.loads(fetch(handle.base_url, "datasets.json", handle.token or ""))
+            assert handle.token not in " ".join(psutil.Process(handle.pid).cmdline())
+        assert sorted(h.pid for h in running_servers()) == sorted([first.pid, second.pid])
+
+        assert quit_all_servers(first.pid) == [first.pid]
+        assert first.process is not None and first.process.wait(30) == 0
+        assert [h.pid for h in running_servers()] == [second.pid]
+        assert fetch(second.base_url, "datasets.json", second.token or "")
+
+        assert quit_all_servers() == [second.pid]
+        assert second.process is not None and second.process.wait(30) == 0
+        assert running_servers() == []
+        assert quit_all_servers() == []
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_handle_stop_and_context_manager(data_tree: Path) -> None:
+    with spawn_server(data_tree) as handle:
+        assert handle.port > 0 and handle.url.startswith(f"http://127.0.0.1:{handle.port}/?token=")
+    assert handle.process is not None and handle.process.returncode == 0
+    assert running_servers() == []
+    handle.stop()  # idempotent
+
+
+def test_stale_entry_of_a_dead_process_is_ignored_and_removed(data_tree: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(dead.pid).create_time()
+    dead.wait(30)
+    stale = write_entry(dead.pid, created)
+    with spawn_server(data_tree) as live:
+        assert [h.pid for h in running_servers()] == [live.pid]
+        assert not stale.exists()
+
+
+def test_reused_pid_is_never_signalled() -> None:
+    """An entry whose pid now belongs to another process (different create time)
+    is stale: quit_all_servers must leave that process alone."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        real_time = psutil.Process(bystander.pid).create_time()
+        stale = write_entry(bystander.pid, real_time - 1000.0)
+        assert quit_all_servers() == []
+        assert quit_all_servers(bystander.pid) == []
+        assert bystander.poll() is None
+        assert not stale.exists()
+    finally:
+        bystander.kill()
+        bystander.wait(30)
+
+
+def test_entries_of_other_hosts_are_left_alone() -> None:
+    me = psutil.Process(os.getpid())
+    foreign = write_entry(os.getpid(), me.create_time(), hostname="some-other-node")
+    assert running_servers() == []
+    assert quit_all_servers() == []
+    assert foreign.exists()
+
+
+def test_unreadable_or_old_entries_are_skipped() -> None:
+    (registry.registry_dir() / "server-garbage.json").write_text("{not json")
+    (registry.registry_dir() / "server-v0.json").write_text(json.dumps({"version": 0}))
+    assert running_servers() == []
+
+
+def test_spawn_failure_reports_the_childs_error(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="does not exist"):
+        spawn_server(tmp_path / "missing")
+    assert running_servers() == []
+
+
+def test_firefly_compatible_names(data_tree: Path, app_dir: Path) -> None:
+    handle = spawnFireflyServer(0, "flask", str(data_tree), 30, 1, 60)
+    as_app = spawnFireflyServer(0, directory=str(app_dir))
+    try:
+        assert fetch(handle.base_url, "data/galaxy/notes.txt", handle.token or "") == b"hello\n"
+        assert b"test app" in fetch(as_app.base_url, "", as_app.token or "")
+        assert fireflyhpc.spawnFireflyServer is spawnFireflyServer
+        assert fireflyhpc.quitAllFireflyServers is quitAllFireflyServers
+        assert quitAllFireflyServers(handle.pid) == [handle.pid]
+        assert quitAllFireflyServers() == [as_app.pid]
+    finally:
+        handle.stop()
+        as_app.stop()
+
+
+def test_notebook_show(data_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fireflyhpc import notebook
+
+    frame = notebook.show("http://127.0.0.1:5/?token=abc", width=640, height=480)
+    assert (frame.src, frame.width, frame.height) == ("http://127.0.0.1:5/?token=abc", 640, 480)
+    handle = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
+                                            9, 1, "t")
+    assert notebook.show(handle).src == handle.url
+    with pytest.raises(ConfigError):
+        notebook.show(42)
+    monkeypatch.setitem(sys.modules, "IPython.display", None)
+    with pytest.raises(ConfigError, match="needs IPython"):
+        notebook.show(handle)
