@@ -9,7 +9,7 @@ from pathlib import Path
 
 from minicluster_layout import (MARKER, Host, Layout, render_cgroup_conf, render_env,
                                 render_known_hosts, render_slurm_conf, render_sshd_config,
-                                render_ssh_config)
+                                render_ssh_config, ssh_alias)
 from minicluster_net import (BenchError, as_host, in_netns, kill_pids, read_pid, run,
                              start_daemon, tcp_open, wait_for)
 
@@ -195,7 +195,6 @@ def wait_nodes_idle(layout: Layout, timeout: float = 90) -> None:
 
 def check_ssh(layout: Layout) -> None:
     """Log in to every host as every bench user, exactly as a client would."""
-    from minicluster_layout import ssh_alias
     for user in layout.users:
         for host in layout.hosts:
             alias = ssh_alias(host.name, user, layout)

@@ -195,3 +195,30 @@ def test_bench_range_is_unreachable_in_the_root_namespace(cluster) -> None:
     routes = subprocess.run(["ip", "route", "show", "type", "unreachable"],
                             capture_output=True, text=True, timeout=10).stdout
     assert cluster.env["BENCH_RANGE"] in routes
+
+
+# -- inside the cluster, and what the laptop keeps ---------------------------------------
+
+def test_user_on_login1_reaches_nodes_with_the_cluster_key(cluster) -> None:
+    """The classic chained forward (`ssh login1 ssh NODE`) needs in-cluster keys."""
+    proc = cluster.ssh("login1", ["ssh", "-o", "BatchMode=yes", "-o",
+                                  "StrictHostKeyChecking=yes", "node2", "hostname"])
+    assert (proc.returncode, proc.stdout.strip()) == (0, "node2"), proc.stderr
+
+
+def test_srun_spans_both_nodes(cluster) -> None:
+    proc = cluster.ssh("login1", ["srun", "-N2", "-t", "1", "hostname"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == ["node1", "node2"]
+
+
+def test_laptop_global_client_config_is_untouched(cluster) -> None:
+    hosts = open("/etc/hosts").read()
+    assert "login1" not in hosts and "198.18." not in hosts
+    root_known_hosts = os.path.expanduser("~/.ssh/known_hosts")
+    if os.path.exists(root_known_hosts):
+        assert cluster.login_addr not in open(root_known_hosts).read()
+    # Without the generated config, the laptop cannot even resolve the name login1.
+    proc = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "login1", "true"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 255
