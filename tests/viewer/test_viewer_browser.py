@@ -1,0 +1,197 @@
+"""The viewers in a real headless Chromium (software WebGL): particles drawn
+(screenshot pixels that are not background), no console errors, controls work."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from fireflyhpc.export import export_site
+from fireflyhpc.fireflydata import ParticleData, ParticleGroup, write_dataset
+from viewer_chromium import Page, lit_pixels, png_pixels
+
+pytestmark = pytest.mark.browser
+
+SCENE = (0.35, 0.05, 1.0, 0.95)  # screenshot area right of the viewer's side panel
+READY = "['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
+
+
+def open_viewer(page: Page, url: str) -> dict:
+    page.navigate(url)
+    assert page.wait_for(READY) == "ready", page.evaluate("document.body.innerText")
+    return page.evaluate("window.fireflyViewer")
+
+
+def redraw_after(page: Page, action: str) -> None:
+    """Run JS ``action`` and wait until the viewer has drawn a new frame."""
+    before = page.evaluate("window.fireflyViewer.draws")
+    page.evaluate(action)
+    page.wait_for(f"window.fireflyViewer.draws > {before}")
+
+
+def mouse(page: Page, kind: str, x: float, y: float, **extra: object) -> None:
+    page.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra})
+
+
+def test_demo_in_bundled_viewer(page: Page, demo_dataset: Path, tmp_path: Path,
+                                http_server: Callable[[Path], str]) -> None:
+    """Demo exported, served by python -m http.server: a galaxy, no console errors;
+    group toggles, zoom and orbit change the picture."""
+    export_site(tmp_path / "site", [demo_dataset])
+    state = open_viewer(page, http_server(tmp_path / "site"))
+    assert state["particles"] == state["expected"] == 1_000_000
+    assert [g["name"] for g in state["groups"]] == ["DiskStars", "BulgeStars", "Gas"]
+    assert page.evaluate("document.getElementById('progress').value") == 1
+    shot = page.screenshot()
+    (tmp_path / "demo.png").write_bytes(shot)
+    lit = lit_pixels(shot, box=SCENE)
+    assert lit > 20_000, f"only {lit} lit pixels"
+
+    redraw_after(page, "document.querySelectorAll('#groups input').forEach(b => b.click())")
+    assert lit_pixels(page.screenshot(), box=SCENE) == 0  # every group hidden: black
+    redraw_after(page, "document.querySelectorAll('#groups input').forEach(b => b.click())")
+    assert lit_pixels(page.screenshot(), box=SCENE) == lit
+
+    mouse(page, "mouseWheel", 600, 350, deltaX=0, deltaY=-600)  # zoom in
+    page.wait_for("window.fireflyViewer.draws > 3")
+    zoomed = page.screenshot()
+    assert zoomed != shot and lit_pixels(zoomed, box=SCENE) > lit  # closer: the disk fills more
+    mouse(page, "mousePressed", 600, 350, button="left", clickCount=1)
+    mouse(page, "mouseMoved", 650, 250, button="left", buttons=1)
+    mouse(page, "mouseReleased", 650, 250, button="left", clickCount=1)
+    page.wait_for("window.fireflyViewer.draws > 4")
+    assert page.screenshot() != zoomed
+    assert page.console_errors() == []
+
+
+def red_share(png: bytes) -> float:
+    """Fraction of lit scene pixels whose red channel dominates."""
+    width, height, rows = png_pixels(png)
+    lit = red = 0
+    for row in rows[int(0.05 * height):int(0.95 * height)]:
+        for x in range(int(0.35 * width), width):
+            r, g, b = row[3 * x:3 * x + 3]
+            if max(r, g, b) > 24:
+                lit += 1
+                red += r > g and r > b
+    return red / max(lit, 1)
+
+
+def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: Path, tmp_path: Path,
+                                                  http_server: Callable[[Path], str]) -> None:
+    """Files written by Firefly's own Reader load; its colours are used; the chooser switches."""
+    other = tmp_path / "in" / "tiny"
+    write_dataset(other, [ParticleGroup("Dots", ParticleData([0.0, 0.0, 0.0] * 7))])
+    export_site(tmp_path / "site", [firefly_dataset, other])
+    state = open_viewer(page, http_server(tmp_path / "site"))
+    assert state["dataset"] == "ffreader" and state["particles"] == 13_000
+    assert [(g["name"], g["npart"]) for g in state["groups"]] == [("Halo", 10_000), ("Cloud", 3_000)]
+    assert lit_pixels(page.screenshot(), box=SCENE) > 500
+    # hide Cloud (random per-particle colours): what is left is Halo, red in its settings
+    redraw_after(page, "document.querySelectorAll('#groups input')[1].click()")
+    assert red_share(page.screenshot()) > 0.9
+    options = page.evaluate("[...document.querySelectorAll('#dataset option')].map(o => o.value)")
+    assert options == ["ffreader", "tiny"]
+    page.evaluate("const s = document.getElementById('dataset'); s.value = 'tiny';"
+                  "s.dispatchEvent(new Event('change'))")
+    page.wait_for("window.fireflyViewer.dataset === 'tiny' && document.body.dataset.state === 'ready'")
+    assert page.evaluate("window.fireflyViewer.particles") == 7
+    assert page.console_errors() == []
+
+
+def firefly_app_site(site: Path, datasets: list[Path]) -> None:
+    """Firefly's own web app as a static site: its index.html and static/ (linked, not
+    copied), with static/data/ holding our datasets and a startup.json listing them."""
+    firefly = pytest.importorskip("firefly")
+    src = Path(firefly.__file__).parent
+    (site / "static" / "data").mkdir(parents=True)
+    shutil.copy(src / "index.html", site / "index.html")
+    for entry in (src / "static").iterdir():
+        if entry.name != "data":
+            (site / "static" / entry.name).symlink_to(entry)
+    startup = {}
+    for i, dataset in enumerate(datasets):
+        (site / "static" / "data" / dataset.name).symlink_to(dataset)
+        startup[str(i)] = f"data/{dataset.name}"
+    (site / "static" / "data" / "startup.json").write_text(json.dumps(startup))
+
+
+def test_demo_in_firefly_web_app(page: Page, demo_dataset: Path, tmp_path: Path,
+                                 http_server: Callable[[Path], str]) -> None:
+    """Our writer's demo, opened by Firefly's own web app: all particles loaded, drawn."""
+    firefly_app_site(tmp_path / "ff", [demo_dataset])
+    page.navigate(http_server(tmp_path / "ff"))
+    page.wait_for("typeof viewerParams !== 'undefined' && viewerParams.ready === true", timeout=150)
+    assert page.evaluate("countParts()") == 1_000_000
+    assert page.evaluate("viewerParams.partsKeys") == ["DiskStars", "BulgeStars", "Gas"]
+    assert page.evaluate("viewerParams.partsColors.Gas.slice(0, 3)") == [0.35, 0.6, 1.0]
+    # Firefly dims itself ("gone to sleep") when frames are slow, as they are on a
+    #  software renderer: take that overlay away to look at the canvas itself
+    page.evaluate("document.getElementById('sleep').style.display = 'none'")
+    time.sleep(0.5)
+    shot = page.screenshot()
+    (tmp_path / "firefly-app.png").write_bytes(shot)
+    assert lit_pixels(shot, box=(0.1, 0.1, 0.9, 0.9)) > 5_000
+    assert page.console_errors() == []
+
+
+def start_serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "fireflyhpc", "serve", "--no-browser", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    for _ in range(50):  # bounded: the URL line comes first
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("http://"):
+            return proc, line.strip()
+    proc.kill()
+    raise AssertionError(f"serve printed no URL; stderr: {proc.communicate(timeout=10)[1]}")
+
+
+@pytest.fixture
+def serve_env(demo_dataset: Path, tmp_path: Path) -> dict[str, str]:
+    """Environment for `fireflyhpc serve`: a known token, and the cached demo in place."""
+    cache = tmp_path / "xdg-cache"
+    cache.mkdir()
+    (cache / "fireflyhpc").symlink_to(demo_dataset.parent.parent)
+    return {**os.environ, "FIREFLYHPC_TOKEN": "t0k3n-for-the-browser-test",
+            "XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)}
+
+
+@pytest.mark.parametrize("app", ["builtin", "firefly"])
+def test_serve_demo_through_token_url(page: Page, serve_env: dict[str, str], app: str) -> None:
+    """`fireflyhpc serve --demo`: the token URL sets the cookie, the viewer draws the galaxy."""
+    if not shutil.which("fireflyhpc") and not Path(sys.executable).exists():
+        pytest.skip("fireflyhpc is not installed")
+    proc, url = start_serve(["--demo", "--app", app], serve_env)
+    try:
+        assert "token=" in url and re.match(r"http://127\.0\.0\.1:\d+/", url)
+        page.navigate(url)
+        if app == "builtin":
+            page.wait_for(READY)
+            assert page.evaluate("document.body.dataset.state") == "ready"
+            assert page.evaluate("window.fireflyViewer.particles") == 1_000_000
+            assert "token=" not in page.evaluate("location.href")  # redirected to the clean URL
+            assert lit_pixels(page.screenshot(), box=SCENE) > 20_000
+        else:
+            page.wait_for("typeof viewerParams !== 'undefined' && viewerParams.ready === true",
+                          timeout=150)
+            assert page.evaluate("countParts()") == 1_000_000
+            page.evaluate("document.getElementById('sleep').style.display = 'none'")
+            time.sleep(0.5)
+            assert lit_pixels(page.screenshot(), box=(0.1, 0.1, 0.9, 0.9)) > 5_000
+        assert page.console_errors() == []
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
