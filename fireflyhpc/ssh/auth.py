@@ -234,15 +234,30 @@ class Authenticator:
     # -- keyboard-interactive and password ---------------------------------------------
     def _interactive(self, transport: paramiko.Transport, spec: HostSpec,
                      tried: list[str]) -> list[str]:
+        """Answer the server's prompts through the prompter; a prompter error is re-raised
+        here, not in paramiko's thread (which would log a traceback and kill the transport)."""
         tried.append("keyboard-interactive")
+        failure: list[BaseException] = []
 
         def handler(title: str, instructions: str,
                     prompts: Sequence[tuple[str, bool]]) -> list[str]:
-            if not prompts and not title and not instructions:
-                return []
-            return self.prompter.interactive(title, instructions, list(prompts))
+            if failure or (not prompts and not title and not instructions):
+                return [""] * len(prompts)
+            try:
+                return list(self.prompter.interactive(title, instructions, list(prompts)))
+            except BaseException as exc:  # KeyboardInterrupt too: hand it to the caller
+                failure.append(exc)
+                return [""] * len(prompts)
 
-        return list(transport.auth_interactive(spec.user, handler))
+        try:
+            remaining = list(transport.auth_interactive(spec.user, handler))
+        except paramiko.AuthenticationException:
+            if failure:
+                raise failure[0] from None
+            raise
+        if failure:
+            raise failure[0]
+        return remaining
 
     def _password(self, transport: paramiko.Transport, spec: HostSpec,
                   tried: list[str]) -> list[str] | None:

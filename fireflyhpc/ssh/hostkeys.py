@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import hashlib
 import hmac
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,12 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def _pattern_matches(pattern: str, name: str) -> bool:
+    """OpenSSH host patterns: ``*`` and ``?`` are wildcards, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, flags=re.IGNORECASE) is not None
+
+
 def _name_matches(pattern_field: str, name: str) -> bool:
     """Does a known_hosts host field (hashed, or comma-separated patterns) match ``name``?"""
     if pattern_field.startswith("|1|"):
@@ -67,9 +73,9 @@ def _name_matches(pattern_field: str, name: str) -> bool:
     matched = False
     for pattern in pattern_field.split(","):
         if pattern.startswith("!"):
-            if fnmatch.fnmatchcase(name, pattern[1:]):
+            if _pattern_matches(pattern[1:], name):
                 return False
-        elif fnmatch.fnmatchcase(name, pattern):
+        elif _pattern_matches(pattern, name):
             matched = True
     return matched
 

@@ -1,0 +1,180 @@
+"""Fixtures of the SSH area: a real loopback sshd with PAM, test users, client configs.
+
+The sshd runs on 127.0.0.1 and a free port with its own host key, authorized_keys and
+pid file in a temporary directory. It uses Debian's PAM service ``sshd`` (pam_unix), so
+keyboard-interactive really asks ``Password: `` and password authentication checks
+/etc/shadow. Users (created once, removed at the end):
+
+- ``ffssh-key``: key or password;
+- ``ffssh-2fa``: needs a key AND keyboard-interactive (``AuthenticationMethods
+  publickey,keyboard-interactive``), the shape of a two-factor login.
+
+Every test gets a HOME of its own and no ssh-agent, so nothing reads the real ~/.ssh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+USERS = ("ffssh-key", "ffssh-2fa")
+
+
+def _require_root_sshd() -> None:
+    reason = None
+    if os.geteuid() != 0:
+        reason = "the loopback sshd tests need root (test users, PAM)"
+    elif not os.access(SSHD, os.X_OK) or shutil.which("ssh-keygen") is None:
+        reason = "the loopback sshd tests need openssh-server and openssh-client"
+    if reason:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def keygen(path: Path, *, kind: str = "ed25519", passphrase: str = "") -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", path.name,
+                    "-f", str(path)], check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+@dataclasses.dataclass
+class LoopbackSSHD:
+    """A running loopback sshd and what clients need to use it."""
+
+    dir: Path
+    port: int
+    host_key_line: str  # "ssh-ed25519 AAAA..."
+    passwords: dict[str, str]
+    keys: dict[str, Path]
+    process: subprocess.Popen
+
+    def known_hosts_line(self, name: str = "127.0.0.1") -> str:
+        return f"[{name}]:{self.port} {self.host_key_line}\n"
+
+    def authorize(self, user: str, public_key: Path) -> None:
+        path = self.dir / "authorized_keys" / user
+        with path.open("a") as handle:
+            handle.write(public_key.read_text())
+
+
+def _make_user(name: str, password: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
+    """A real sshd on 127.0.0.1 for the whole session (see module docstring)."""
+    _require_root_sshd()
+    # Not under pytest's 0700 tmp root: sshd reads authorized_keys as the user.
+    base = Path(tempfile.mkdtemp(prefix="fireflyhpc-sshd-"))
+    base.chmod(0o755)
+    keygen(base / "host_ed25519")
+    (base / "authorized_keys").mkdir(mode=0o755)
+    passwords = {user: "pw-" + secrets.token_hex(8) for user in USERS}
+    keys = {}
+    for user in USERS:
+        _make_user(user, passwords[user])
+        keys[user] = keygen(base / f"id_{user}")
+        (base / "authorized_keys" / user).write_text((base / f"id_{user}.pub").read_text())
+    (base / "sshd_config").write_text(
+        f"HostKey {base}/host_ed25519\n"
+        f"AuthorizedKeysFile {base}/authorized_keys/%u\n"
+        f"PidFile {base}/sshd.pid\n"
+        "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication yes\n"
+        "StrictModes no\nPrintMotd no\nAllowUsers ffssh-key ffssh-2fa\n"
+        "AllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
+        "Match User ffssh-2fa\n  AuthenticationMethods publickey,keyboard-interactive\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    port = free_port()
+    log = (base / "sshd.log").open("w")
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(base / "sshd_config"),
+                                "-o", f"Port={port}", "-o", "ListenAddress=127.0.0.1"],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        _wait_listening(port, process, base / "sshd.log")
+        key_line = " ".join((base / "host_ed25519.pub").read_text().split()[:2])
+        yield LoopbackSSHD(base, port, key_line, passwords, keys, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        for user in USERS:
+            subprocess.run(["userdel", "--remove", user], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
+    for _ in range(100):
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"sshd did not listen on port {port}: {log.read_text()}")
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME and no ssh-agent for every test of this area."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, sshd: LoopbackSSHD) -> Callable[..., Path]:
+    """Write an ssh_config with Host ``target`` -> the loopback sshd; return its path.
+
+    ``known_hosts`` True writes the right host key; a string is written as the file.
+    ``extra`` lines go into the Host block; ``more`` is appended as is.
+    """
+    def make(user: str = "ffssh-key", *, identity: Path | None | bool = True,
+             identities_only: bool = True,
+             known_hosts: bool | str = True, extra: str = "", more: str = "") -> Path:
+        kh = tmp_path / "known_hosts"
+        if known_hosts is True:
+            kh.write_text(sshd.known_hosts_line())
+        elif isinstance(known_hosts, str):
+            kh.write_text(known_hosts)
+        if identity is True:
+            identity = sshd.keys[user]
+        ident = f"    IdentityFile {identity}\n" if identity else ""
+        text = (f"Host target\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {user}\n"
+                f"{ident}    IdentitiesOnly {'yes' if identities_only else 'no'}\n    UserKnownHostsFile {kh}\n"
+                f"    GlobalKnownHostsFile /dev/null\n    ConnectTimeout 10\n{extra}\n{more}\n")
+        path = tmp_path / "ssh_config"
+        path.write_text(text)
+        return path
+
+    return make

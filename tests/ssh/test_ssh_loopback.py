@@ -1,0 +1,332 @@
+"""The SSH layer against a real sshd on 127.0.0.1 (fixture in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from fireflyhpc.errors import RemoteCommandError, SSHError
+from fireflyhpc.ssh import (Authenticator, CallbackPrompter, ChannelOpenError, RemoteTimeoutError,
+                            SSHConnection)
+
+from conftest import free_port, keygen
+
+HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "back\\slash", "*", "-n", "", "tab\there",
+           '"dq"', "!bang", "~", "é ü"]
+
+
+def open_target(config: Path, **kwargs) -> SSHConnection:
+    kwargs.setdefault("prompter", CallbackPrompter())
+    return SSHConnection.open("target", ssh_config=str(config), **kwargs)
+
+
+def test_run_commands_over_one_transport(make_config) -> None:
+    with open_target(make_config()) as conn:
+        first = conn.transport
+        assert conn.run(["whoami"]).stdout == "ffssh-key\n"
+        result = conn.run(["sh", "-c", "echo out; echo err >&2; exit 0"])
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "out\n", "err\n")
+        assert conn.transport is first
+        assert first.local_cipher == "aes128-gcm@openssh.com"
+    assert not first.is_active()
+
+
+def test_hostile_arguments_arrive_verbatim(make_config) -> None:
+    with open_target(make_config()) as conn:
+        out = conn.run(["printf", "%s\\0", *HOSTILE]).stdout
+    assert out.split("\0")[:-1] == HOSTILE
+
+
+def test_failure_carries_argv_exit_code_and_stderr_tail(make_config) -> None:
+    argv = ["sh", "-c", "for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; exit 3"]
+    with open_target(make_config()) as conn:
+        with pytest.raises(RemoteCommandError) as info:
+            conn.run(argv)
+        assert conn.run(argv, check=False).exit_code == 3
+    error = info.value
+    assert (error.argv, error.exit_code, error.host) == (argv, 3, "target")
+    assert "line7" in str(error) and "line1" not in str(error) and "exited 3" in str(error)
+    assert "\n" not in str(error)
+
+
+def test_input_env_and_big_output(make_config) -> None:
+    blob = os.urandom(3 * 2**20)
+    with open_target(make_config()) as conn:
+        assert conn.run(["cat"], input=b"hello").stdout == "hello"
+        echoed = conn.run(["sh", "-c", "cat; cat /etc/passwd >&2"], input=blob.hex())
+        assert echoed.stdout == blob.hex() and "root:" in echoed.stderr
+        env = {"FOO": "a b'c $(id)", "BAR_2": "x\ny"}
+        out = conn.run(["sh", "-c", 'printf "%s|%s" "$FOO" "$BAR_2"'], env=env).stdout
+        assert out == "a b'c $(id)|x\ny"
+        with pytest.raises(ValueError):
+            conn.run(["true"], env={"BAD-NAME": "1"})
+
+
+def test_timeout_abandons_the_command(make_config) -> None:
+    with open_target(make_config()) as conn:
+        with pytest.raises(RemoteTimeoutError, match="timed out"):
+            conn.run(["sleep", "30"], timeout=1)
+        assert conn.run(["echo", "still usable"]).stdout == "still usable\n"
+
+
+def test_write_file_is_private_and_via_stdin(make_config) -> None:
+    path = "/tmp/ffssh-secret-" + os.urandom(4).hex()
+    try:
+        with open_target(make_config()) as conn:
+            conn.write_file(path, "token=s3cr3t\n")
+            assert conn.run(["stat", "-c", "%a %U", path]).stdout == "600 ffssh-key\n"
+            assert conn.run(["cat", path]).stdout == "token=s3cr3t\n"
+            with conn.sftp() as sftp:
+                assert sftp.stat(path).st_size == len("token=s3cr3t\n")
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def test_direct_tcpip_channel_and_refusal(make_config) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def echo_once() -> None:
+        client, _ = server.accept()
+        with client:
+            client.sendall(client.recv(100).upper())
+
+    thread = threading.Thread(target=echo_once, daemon=True)
+    thread.start()
+    with open_target(make_config()) as conn:
+        channel = conn.open_channel_to("127.0.0.1", server.getsockname()[1])
+        try:
+            channel.sendall(b"ping")
+            assert channel.recv(100) == b"PING"
+        finally:
+            channel.close()
+        with pytest.raises(ChannelOpenError) as info:
+            conn.open_channel_to("127.0.0.1", free_port())
+        assert info.value.code == 2
+    server.close()
+    thread.join(5)
+
+
+def test_proxyjump_chain_over_loopback(make_config, sshd) -> None:
+    key = sshd.keys["ffssh-key"]
+    kh = Path(make_config().parent / "known_hosts")
+    hop = (f"Host hop1 hop2\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User ffssh-key\n"
+           f"    IdentityFile {key}\n    UserKnownHostsFile {kh}\n")
+    config = make_config(extra="    ProxyJump hop1,ffssh-key@hop2", more=hop)
+    with open_target(config) as conn:
+        assert len(conn.transports) == 3
+        assert conn.run(["whoami"]).stdout == "ffssh-key\n"
+        chained = conn.connect_to("target")
+        assert len(chained.transports) == 1 and chained.is_active()
+        assert chained.run(["echo", "via", "chain"]).stdout == "via chain\n"
+        assert conn.probe(timeout=5) and chained.probe(timeout=5)
+    assert not chained.is_active()
+    assert kh.read_text().count("\n") == 1
+
+
+def test_unknown_host_key_refused_then_accepted(make_config, sshd) -> None:
+    config = make_config(known_hosts="")
+    kh = config.parent / "known_hosts"
+    with pytest.raises(SSHError) as info:
+        open_target(config)
+    fp = subprocess.run(["ssh-keygen", "-lf", f"{sshd.dir}/host_ed25519.pub"],
+                        capture_output=True, text=True, check=True).stdout.split()[1]
+    message = str(info.value)
+    assert "not known" in message and fp in message and "ssh-ed25519" in message
+    assert "--accept-new-host-key" in message
+    assert kh.read_text() == ""
+    with open_target(config, accept_new_host_key=True) as conn:
+        conn.run(["true"])
+    assert kh.read_text() == sshd.known_hosts_line()
+    with open_target(config) as conn:  # now known: no flag needed
+        conn.run(["true"])
+    # The real OpenSSH client agrees with what we wrote.
+    ssh = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes",
+                          "-o", "StrictHostKeyChecking=yes", "target", "true"],
+                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert ssh.returncode == 0, ssh.stderr
+
+
+def test_accept_new_creates_private_known_hosts(make_config, tmp_path) -> None:
+    kh = tmp_path / "new" / "dir" / "known_hosts"
+    config = make_config(known_hosts=False, extra="    HashKnownHosts yes")
+    config.write_text(config.read_text().replace(str(tmp_path / "known_hosts"), str(kh)))
+    with open_target(config, accept_new_host_key=True):
+        pass
+    assert stat.S_IMODE(kh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kh.parent.stat().st_mode) == 0o700
+    assert kh.read_text().startswith("|1|")
+    with open_target(config):  # the hashed entry is found again
+        pass
+
+
+def test_changed_host_key_refused_loudly(make_config, sshd, tmp_path) -> None:
+    other = keygen(tmp_path / "other_host_key")
+    line = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    config = make_config(known_hosts=f"# comment\n[127.0.0.1]:{sshd.port} {line}\n")
+    kh = config.parent / "known_hosts"
+    for accept in (False, True):
+        with pytest.raises(SSHError) as info:
+            open_target(config, accept_new_host_key=accept)
+        message = str(info.value)
+        assert "HOST KEY CHANGED" in message and "man-in-the-middle" in message
+        assert f"{kh} line 2" in message
+    assert kh.read_text().count("\n") == 2
+
+
+def test_hashed_known_hosts_and_revoked(make_config, sshd) -> None:
+    name = paramiko.HostKeys.hash_host(f"[127.0.0.1]:{sshd.port}")
+    config = make_config(known_hosts=f"{name} {sshd.host_key_line}\n")
+    with open_target(config):
+        pass
+    config = make_config(known_hosts=sshd.known_hosts_line() + f"@revoked * {sshd.host_key_line}\n")
+    with pytest.raises(SSHError, match="REVOKED"):
+        open_target(config)
+
+
+def test_agent_key(make_config, sshd, tmp_path, monkeypatch) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            threading.Event().wait(0.05)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", str(sshd.keys["ffssh-key"])], check=True,
+                       capture_output=True, env={**os.environ})
+        config = make_config(identity=None, identities_only=False)
+        with open_target(config, prompter=CallbackPrompter()) as conn:
+            assert conn.run(["whoami"]).stdout == "ffssh-key\n"
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_encrypted_key_asks_passphrase_once(make_config, sshd, tmp_path) -> None:
+    key = keygen(tmp_path / "id_enc", passphrase="correct horse")
+    sshd.authorize("ffssh-key", Path(f"{key}.pub"))
+    asked: list[str] = []
+    answers = iter(["wrong one", "correct horse"])
+
+    def secret(prompt: str) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    auth = Authenticator(CallbackPrompter(secret=secret))
+    config = make_config(identity=key)
+    for _ in range(2):  # the second connection reuses the decrypted key
+        with SSHConnection.open("target", ssh_config=str(config), authenticator=auth) as conn:
+            conn.run(["true"])
+    assert asked == [f"Enter passphrase for key '{key}': "] * 2
+
+
+def test_encrypted_key_without_terminal_is_a_clear_error(make_config, sshd, tmp_path) -> None:
+    key = keygen(tmp_path / "id_enc2", passphrase="secret phrase")
+    config = make_config(identity=key)
+    script = ("import sys\nfrom fireflyhpc.ssh import SSHConnection\nfrom fireflyhpc.errors "
+              "import SSHError\ntry:\n    SSHConnection.open('target', ssh_config=sys.argv[1])\n"
+              "except SSHError as e:\n    print(e)\n    sys.exit(4)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True,
+                          text=True, timeout=60, start_new_session=True,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 4, proc.stderr
+    assert "no terminal" in proc.stdout
+
+
+def test_two_factor_answers_once_per_session(make_config, sshd) -> None:
+    calls: list[tuple[str, str, list]] = []
+
+    def interactive(title, instructions, prompts):
+        calls.append((title, instructions, list(prompts)))
+        return [sshd.passwords["ffssh-2fa"]]
+
+    config = make_config("ffssh-2fa")
+    with open_target(config, prompter=CallbackPrompter(interactive=interactive)) as conn:
+        for _ in range(3):
+            conn.run(["true"])
+        with conn.sftp() as sftp:
+            sftp.listdir(".")
+        conn.open_channel_to("127.0.0.1", sshd.port).close()
+    assert calls == [("", "", [("Password: ", False)])]
+
+
+def test_two_factor_wrong_answer_names_methods(make_config, sshd) -> None:
+    prompter = CallbackPrompter(interactive=lambda t, i, p: ["wrong"] * len(p))
+    with pytest.raises(SSHError) as info:
+        open_target(make_config("ffssh-2fa"), prompter=prompter)
+    message = str(info.value)
+    assert "authentication failed" in message
+    assert "publickey" in message and "keyboard-interactive" in message
+
+
+def test_password_authentication(make_config, sshd) -> None:
+    asked: list[str] = []
+
+    def secret(prompt: str) -> str:
+        asked.append(prompt)
+        return sshd.passwords["ffssh-key"] if len(asked) > 1 else "nope"
+
+    config = make_config(identity=None, extra="    KbdInteractiveAuthentication no")
+    with open_target(config, prompter=CallbackPrompter(secret=secret)) as conn:
+        assert conn.run(["whoami"]).stdout == "ffssh-key\n"
+    assert asked == ["ffssh-key@127.0.0.1's password: "] * 2
+
+
+def test_wrong_key_fails_with_tried_methods(make_config, tmp_path) -> None:
+    key = keygen(tmp_path / "id_stranger")
+    config = make_config(identity=key, extra="    BatchMode yes")
+    with pytest.raises(SSHError) as info:
+        open_target(config)
+    assert "authentication failed" in str(info.value)
+    assert f"publickey {key}" in str(info.value)
+
+
+def test_refused_port_and_bad_names(make_config, tmp_path) -> None:
+    config = make_config()
+    text = config.read_text()
+    config.write_text(text.replace("Port ", f"Port {free_port()}\n#"))
+    with pytest.raises(SSHError, match="refused"):
+        open_target(config)
+    config.write_text(text.replace("HostName 127.0.0.1", "HostName no-such-host..invalid"))
+    with pytest.raises(SSHError, match="unknown host"):
+        open_target(config)
+
+
+@pytest.mark.parametrize("greeting", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_silent_or_foreign_server_is_an_ssh_error(make_config, greeting: bytes) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        client, _ = server.accept()
+        held.append(client)
+        if greeting:
+            client.sendall(greeting)
+            client.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    config = make_config(extra="    ConnectTimeout 2")
+    config.write_text(config.read_text().replace("Port ", f"Port {port}\n#"))
+    try:
+        with pytest.raises(SSHError, match="handshake"):
+            open_target(config)
+    finally:
+        thread.join(5)
+        for client in held:
+            client.close()
+        server.close()
