@@ -57,6 +57,9 @@ class Path(Protocol):
     def probe(self, timeout: float) -> None:
         """Return if the whole path answered within ``timeout``; raise otherwise."""
 
+    def check_target(self) -> None:
+        """Open and close one channel to the target; raise TargetRefused or PathBroken."""
+
     def close(self) -> None:
         """Tear the path down (idempotent)."""
 
@@ -89,8 +92,21 @@ class Tunnel:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        """Build the first path (errors propagate), then start serving."""
+        """Build the first path and check the target answers, then start serving.
+
+        Raises what the connector raises, or TunnelError if nothing answers at
+        the target; nothing is left running then.
+        """
         path = self._connect()
+        try:
+            path.check_target()
+        except (TargetRefused, PathBroken) as exc:
+            path.close()
+            raise TunnelError(f"nothing answers at {self.target} ({exc})",
+                              hint="is the server running on the node, on that port?") from exc
+        except BaseException:
+            path.close()
+            raise
         with self._cond:
             self._path = path
         for target, name in ((self._accept_loop, "accept"), (self._supervise, "keepalive")):

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 ALIVE_INTERVAL = 4  # seconds; a silent path is declared dead after about 3 intervals
 ALIVE_COUNT = 2
 READY_TIMEOUT = 60.0
+# What a mux client says when it never reached the master (so no byte moved).
+_NOT_STARTED = ("Control socket connect", "mux_client_hello", "Connection closed by UNKNOWN",
+                "kex_exchange_identification", "cannot run ssh")
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
@@ -119,6 +122,14 @@ class Master:
             return False
         return done.returncode == 0
 
+    def last_open_failure(self) -> str | None:
+        """Why the master's most recent channel open failed, if it said so."""
+        for line in reversed(self._stderr[-40:]):
+            match = re.search(r"open failed: (.*)$", line)
+            if match:
+                return match.group(1)
+        return None
+
     def close(self) -> None:
         """Terminate the master (and with it its connection); idempotent."""
         if self.proc.poll() is None:
@@ -145,30 +156,58 @@ class OpenSSHPath:
 
     def forward(self, sock: socket.socket) -> None:
         """Hand ``sock`` to a mux client of the last master; wait until it ends."""
+        proc = self._spawn(sock)
+        _, err = proc.communicate()
+        self._judge(proc.returncode, err)
+        _close(sock)
+
+    def check_target(self, settle: float = 3.0) -> None:
+        """Open one stdio forward to the target and end it; see :class:`Path`.
+
+        A refusal comes back at once; a forward still open after ``settle``
+        seconds (a server that ignores EOF) counts as success.
+        """
+        ours, theirs = socket.socketpair()
+        try:
+            ours.shutdown(socket.SHUT_WR)  # EOF as soon as the channel is open
+            proc = self._spawn(theirs)
+            try:
+                _, err = proc.communicate(timeout=settle)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return
+            self._judge(proc.returncode, err)
+        finally:
+            _close(ours)
+            _close(theirs)
+
+    def _spawn(self, sock: socket.socket) -> "subprocess.Popen[bytes]":
         host, port = self._target
         argv = [*self._mux, "-W", f"{host}:{port}", "mux"]
         try:
-            proc = subprocess.Popen(argv, stdin=sock.fileno(), stdout=sock.fileno(),
+            return subprocess.Popen(argv, stdin=sock.fileno(), stdout=sock.fileno(),
                                     stderr=subprocess.PIPE)
         except OSError as exc:
             raise PathBroken(f"cannot run ssh: {exc}") from exc
-        _, err = proc.communicate()
-        if proc.returncode == 0:
-            _close(sock)
+
+    def _judge(self, returncode: int, err: bytes) -> None:
+        """Raise TargetRefused/PathBroken for a failed mux client; nothing if it succeeded."""
+        if returncode == 0:
             return
         text = err.decode("utf-8", "replace").strip()
         if "open refused" in text or "open failed" in text:
             raise TargetRefused(self._refusal_reason())
-        raise PathBroken(text.splitlines()[-1] if text else f"ssh exited {proc.returncode}")
+        if any(marker in text for marker in _NOT_STARTED):
+            raise PathBroken(text.splitlines()[-1])
+        # The forward was running and ended badly (the master died mid-way): the
+        # connection is over; the supervisor's probe notices a dead path.
+        log.debug("forward ended: %s", text or f"ssh exited {returncode}")
 
     def _refusal_reason(self) -> str:
         """The master logs why a channel failed ("connect failed: Connection refused")."""
         time.sleep(0.05)  # the master writes its line as the refusal arrives
-        for line in reversed(self._masters[-1]._stderr[-20:]):
-            match = re.search(r"open failed: (.*)$", line)
-            if match:
-                return match.group(1)
-        return "the channel was refused"
+        return self._masters[-1].last_open_failure() or "the channel was refused"
 
     def probe(self, timeout: float) -> None:
         """Raise PathBroken unless every master is alive and answering."""
@@ -201,6 +240,9 @@ def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: st
         try:
             masters.append(_start(options, node_ctl, ["-o", f"ProxyCommand={proxy}", node], node))
         except SSHError as exc:
+            why = masters[0].last_open_failure()
+            if why:  # the login node could not even reach the node's sshd
+                raise NodeSSHError(f"{login} cannot reach {node} port 22: {why}") from exc
             raise NodeSSHError(exc.message, hint=exc.hint) from exc
         return OpenSSHPath(masters, options, ("localhost", port), f"ssh {login} -> ssh {node} "
                            f"(OpenSSH), to the node's localhost:{port}", workdir)

@@ -89,6 +89,10 @@ class ParamikoPath:
         chan.settimeout(None)
         pump(sock, _ChannelAdapter(chan))
 
+    def check_target(self) -> None:
+        """Open one channel to the target and close it at once; see :class:`Path`."""
+        self._open().close()
+
     def _open(self) -> paramiko.Channel:
         try:
             return self._open_channel()
