@@ -23,7 +23,7 @@ REQUIRED = {
     "ssh-keygen": "openssh-client", "munged": "munge", "munge": "munge",
     "slurmctld": "slurmctld", "slurmd": "slurmd", "sinfo": "slurm-client",
     "sbatch": "slurm-client", "unshare": "util-linux", "setpriv": "util-linux",
-    "useradd": "passwd",
+    "useradd": "passwd", "sysctl": "procps", "scontrol": "slurm-client", "unmunge": "munge",
 }
 
 
@@ -34,7 +34,7 @@ def missing_packages() -> list[str]:
 
 
 def install_packages(packages: list[str]) -> None:
-    """apt-get install ``packages`` (plus slurm-wlm), non-interactively."""
+    """apt-get install ``packages``, non-interactively; raises BenchError if apt fails."""
     env_args = ["env", "DEBIAN_FRONTEND=noninteractive"]
     run([*env_args, "apt-get", "update", "-qq"], timeout=600)
     run([*env_args, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
