@@ -1,0 +1,268 @@
+"""Slurm builders and parsers, on raw outputs captured from the mini cluster and on
+hand-made outputs of the shapes real sites print; the Scheduler on a local runner."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import pytest
+from conftest import read_golden
+
+from fireflyhpc.errors import RemoteCommandError, SchedulerError
+from fireflyhpc.scheduler import Backoff, JobState, Result, Scheduler, expand_nodelist, slurm
+
+
+# -- node lists --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,names", [
+    ("node1", ["node1"]),
+    ("node[1-3,5]", ["node1", "node2", "node3", "node5"]),
+    ("gpu[01-03]-ib,login1", ["gpu01-ib", "gpu02-ib", "gpu03-ib", "login1"]),
+    ("r[1-2]n[08-10]", ["r1n08", "r1n09", "r1n10", "r2n08", "r2n09", "r2n10"]),
+    ("a[9-11]", ["a9", "a10", "a11"]),
+    ("c[001-003],d7", ["c001", "c002", "c003", "d7"]),
+    ("", []), ("(null)", []), ("None", []),
+])
+def test_expand_nodelist(text: str, names: list[str]) -> None:
+    assert expand_nodelist(text) == names
+
+
+@pytest.mark.parametrize("text", ["node[1-", "a[3-1]", "a[x]", "a,,b", "a[[1]]", "a]", "a b",
+                                  "n[1-9999999]"])
+def test_bad_nodelist_is_scheduler_error_with_raw(text: str) -> None:
+    with pytest.raises(SchedulerError) as info:
+        expand_nodelist(text)
+    assert info.value.raw == text.strip()
+
+
+# -- builders ----------------------------------------------------------------------------
+
+def test_builders() -> None:
+    assert slurm.sbatch_argv() == ["sbatch", "--parsable"]
+    assert slurm.sbatch_argv(["-p", "x"]) == ["sbatch", "--parsable", "-p", "x"]
+    fmt = "%i|%T|%r|%N|%L|%S|%l|%M|%P|%u|%j"
+    assert slurm.squeue_argv(["1", "2_3"]) == ["squeue", "-o", fmt, "-j", "1,2_3"]
+    assert slurm.squeue_argv(me=True, nodes=["node1"]) == ["squeue", "-o", fmt, "--me",
+                                                           "-w", "node1"]
+    assert slurm.squeue_argv(user="bob", states=["RUNNING"]) == ["squeue", "-o", fmt, "-u",
+                                                                 "bob", "-t", "RUNNING"]
+    assert slurm.squeue_start_argv(["7"]) == ["squeue", "--start", "-o", "%i|%S|%Y|%r",
+                                              "-j", "7"]
+    assert slurm.scancel_argv(["7", "8"]) == ["scancel", "7", "8"]
+    assert slurm.sinfo_argv() == ["sinfo", "-o", "%P|%a|%l|%D|%c|%m|%N"]
+
+
+@pytest.mark.parametrize("bad", ["7; rm -rf ~", "-1", "", "1 2", "$(id)"])
+def test_builders_refuse_bad_job_ids(bad: str) -> None:
+    with pytest.raises(SchedulerError, match="not a Slurm job id"):
+        slurm.squeue_argv([bad])
+    with pytest.raises(SchedulerError, match="not a Slurm job id"):
+        slurm.scancel_argv([bad])
+
+
+def test_builders_refuse_bad_node_names() -> None:
+    with pytest.raises(ValueError):
+        slurm.squeue_argv(nodes=["node1;id"])
+
+
+# -- parsers -----------------------------------------------------------------------------
+
+def test_parse_sbatch() -> None:
+    assert slurm.parse_sbatch("123\n") == "123"
+    assert slurm.parse_sbatch("123;cluster2\n") == "123"
+    with pytest.raises(SchedulerError) as info:
+        slurm.parse_sbatch("Submitted batch job 123\n")
+    assert info.value.raw == "Submitted batch job 123\n"
+
+
+def test_parse_squeue_minicluster_capture() -> None:
+    jobs = slurm.parse_squeue(read_golden("squeue_minicluster.txt"))
+    assert [j.job_id for j in jobs] == ["1", "3", "2"]
+    running, pending, _ = jobs
+    assert running.state is JobState.RUNNING and running.nodes == ("node1",)
+    assert running.reason is None and running.time_left == 119 and running.elapsed == 1
+    assert running.start_time == datetime(2026, 11, 25, 18, 59, 36)
+    assert running.time_limit == 120 and running.partition == "debug"
+    assert running.user == "ffuser" and running.name == "sbatch"
+    assert pending.state is JobState.PENDING and pending.reason == "Resources"
+    assert pending.nodes == () and pending.start_time is None
+
+
+def test_parse_squeue_by_header_name_in_any_order() -> None:
+    jobs = {j.job_id: j for j in slurm.parse_squeue(read_golden("squeue_site.txt"))}
+    assert list(jobs) == ["4242", "4243_7", "4244", "4245", "4246", "4247"]
+    big = jobs["4242"]
+    assert big.nodes == ("gpu01", "gpu02", "gpu03", "gpu07")
+    assert big.time_left == 24 * 3600 * 2 - 2 and big.name == "viz|run 1"
+    assert big.time_limit is None and big.elapsed is None  # columns absent: None
+    assert jobs["4243_7"].start_time == datetime(2026, 1, 3, 10, 0, 0)
+    assert jobs["4243_7"].reason == "Priority"
+    assert jobs["4244"].time_left is None
+    assert jobs["4244"].reason == "(ReqNodeNotAvail, UnavailableNodes:n[1-2])"
+    assert jobs["4245"].state is JobState.COMPLETING and jobs["4245"].state.finished
+    assert jobs["4246"].state is JobState.CANCELLED
+    assert jobs["4247"].state is JobState.UNKNOWN and not jobs["4247"].state.finished
+
+
+@pytest.mark.parametrize("raw,problem", [
+    ("", "printed nothing"),
+    ("JOBID|REASON\n1|x\n", "lacks column(s) STATE"),
+    ("JOBID|STATE|REASON\n1|RUNNING\n", "row has 2 columns, header has 3"),
+    ("JOBID|STATE\nabc|RUNNING\n", "bad job id 'abc'"),
+    ("JOBID|STATE|NODELIST\n1|RUNNING|n[1-\n", "cannot read Slurm node list"),
+])
+def test_squeue_parse_errors_carry_the_raw_text(raw: str, problem: str) -> None:
+    with pytest.raises(SchedulerError, match=problem.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[")) as info:
+        slurm.parse_squeue(raw)
+    assert info.value.raw is not None and info.value.raw.strip() in raw
+
+
+def test_parse_squeue_start() -> None:
+    (row,) = slurm.parse_squeue_start(read_golden("squeue_start_minicluster.txt"))
+    assert (row.job_id, row.start_time, row.nodes, row.reason) == ("3", None, (), "Resources")
+    (est,) = slurm.parse_squeue_start("JOBID|START_TIME|SCHEDNODES|REASON\n"
+                                      "9|2026-02-03T04:05:06|n[3-4]|Priority\n")
+    assert est.start_time == datetime(2026, 2, 3, 4, 5, 6) and est.nodes == ("n3", "n4")
+
+
+def test_parse_sinfo() -> None:
+    debug, short = slurm.parse_sinfo(read_golden("sinfo_minicluster.txt"))
+    assert (debug.name, debug.default, debug.available, debug.time_limit) == \
+        ("debug", True, True, None)
+    assert debug.nodes == ("node1", "node2") and debug.node_count == 2
+    assert (short.name, short.default, short.time_limit, short.nodes) == \
+        ("short", False, 300, ("node2",))
+    gpu, cpu, maint = slurm.parse_sinfo(read_golden("sinfo_site.txt"))
+    assert gpu.nodes == ("gpu01", "gpu02", "gpu03") and gpu.node_count == 3  # merged rows
+    assert gpu.time_limit == 2 * 86400 and cpu.default and not gpu.default
+    assert not maint.available and maint.nodes == ()
+
+
+@pytest.mark.parametrize("text,seconds", [("0:01", 1), ("1:59", 119), ("1:00:00", 3600),
+                                          ("2-03:04:05", 2 * 86400 + 3 * 3600 + 245),
+                                          ("5", 5), ("UNLIMITED", None), ("INVALID", None),
+                                          ("infinite", None), ("NOT_SET", None)])
+def test_parse_duration(text: str, seconds: int | None) -> None:
+    assert slurm.parse_duration(text) == seconds
+
+
+def test_slurm_message_keeps_slurms_words() -> None:
+    assert slurm.slurm_message(read_golden("sbatch_bad_partition.stderr")) == \
+        "invalid partition specified: nosuch; Batch job submission failed: " \
+        "Invalid partition name specified"
+    assert slurm.slurm_message("slurm_load_jobs error: Invalid job id specified\n") == \
+        "Invalid job id specified"
+
+
+def test_job_state_groups() -> None:
+    assert JobState.PENDING.waiting and not JobState.PENDING.finished
+    assert JobState.RUNNING.running and not JobState.RUNNING.finished
+    for state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        assert JobState(state).finished
+    assert JobState.parse("") is JobState.UNKNOWN
+
+
+# -- the Scheduler over a scripted local runner --------------------------------------------
+
+class Replay:
+    """A runner answering from a list of (expected argv prefix, Result) pairs, in order."""
+
+    def __init__(self, answers: list[tuple[list[str], Result | Exception]]) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    def __call__(self, argv: Sequence[str], *, input: str | None = None) -> Result:
+        self.calls.append((list(argv), input))
+        expected, answer = self.answers.pop(0)
+        assert list(argv[: len(expected)]) == expected, argv
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+SQ_HEAD = "JOBID|STATE|REASON|NODELIST|TIME_LEFT|START_TIME|TIME_LIMIT|TIME|PARTITION|USER|NAME\n"
+
+
+def row(job: str, state: str, node: str = "", reason: str = "None") -> str:
+    return f"{job}|{state}|{reason}|{node}|9:00|N/A|10:00|1:00|debug|u|fireflyhpc\n"
+
+
+def test_submit_sends_script_on_stdin_and_reports_slurm_refusal() -> None:
+    runner = Replay([(["sbatch", "--parsable"], Result(0, "77\n", "")),
+                     (["sbatch"], Result(1, "", read_golden("sbatch_bad_partition.stderr")))])
+    scheduler = Scheduler(runner)
+    assert scheduler.submit("#!/bin/bash\nhostname\n") == "77"
+    assert runner.calls[0][1] == "#!/bin/bash\nhostname\n"
+    with pytest.raises(SchedulerError, match="^sbatch refused the job: invalid partition "
+                                             "specified: nosuch; Batch job") as info:
+        scheduler.submit("#!/bin/bash\n", ["-p", "nosuch"])
+    assert "Invalid partition name specified" in (info.value.raw or "")
+
+
+def test_runner_that_raises_is_handled_like_one_that_returns() -> None:
+    error = RemoteCommandError(["squeue"], 1, "slurm_load_jobs error: Invalid job id specified")
+    scheduler = Scheduler(Replay([(["squeue"], error)]))
+    assert scheduler.poll(["5"]) == {"5": None}
+
+
+def test_missing_slurm_is_one_clear_error() -> None:
+    scheduler = Scheduler(Replay([(["sinfo"], Result(127, "", "bash: sinfo: command not found"))]),
+                          where="login1")
+    with pytest.raises(SchedulerError, match="Slurm's sinfo is not available on login1"):
+        scheduler.partitions()
+
+
+def test_cancel_of_a_finished_job_is_fine_other_failures_are_not() -> None:
+    runner = Replay([
+        (["scancel", "5"], Result(1, "", "scancel: error: Kill job error on job id 5: "
+                                         "Invalid job id specified\n")),
+        (["scancel", "6"], Result(1, "", "scancel: error: Kill job error on job id 6: "
+                                         "Access/permission denied\n"))])
+    scheduler = Scheduler(runner)
+    scheduler.cancel(["5"])
+    scheduler.cancel([])  # no command at all
+    with pytest.raises(SchedulerError, match="scancel 6 failed: Kill job error on job id 6: "
+                                             "Access/permission denied"):
+        scheduler.cancel(["6"])
+
+
+def test_wait_polls_all_jobs_in_one_squeue_with_backoff() -> None:
+    runner = Replay([
+        (["squeue"], Result(0, SQ_HEAD + row("1", "PENDING", reason="Priority")
+                            + row("2", "PENDING"), "")),
+        (["squeue"], Result(0, SQ_HEAD + row("1", "RUNNING", "n1") + row("2", "PENDING"), "")),
+        (["squeue"], Result(0, SQ_HEAD + row("1", "RUNNING", "n1") + row("2", "RUNNING", "n2"),
+                            "")),
+    ])
+    slept: list[float] = []
+    seen: list[dict] = []
+    states = Scheduler(runner).wait(
+        ["1", "2"], lambda s: all(j is not None and j.state.running for j in s.values()),
+        on_poll=seen.append, backoff=Backoff(1.0, 2.0, 1.5), sleep=slept.append)
+    assert [call[0][-1] for call in runner.calls] == ["1,2"] * 3  # one batched squeue each
+    assert slept == [1.0, 1.5]  # grew, then capped
+    assert seen[0]["1"].reason == "Priority"
+    assert states["2"].nodes == ("n2",)
+
+
+def test_wait_times_out_with_a_clear_error() -> None:
+    now = [0.0]
+    runner = Replay([(["squeue"], Result(0, SQ_HEAD + row("1", "PENDING"), ""))] * 10)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(SchedulerError, match=r"gave up waiting for job\(s\) 1 after 5 s"):
+        Scheduler(runner).wait(["1"], lambda s: False, timeout=5, sleep=sleep,
+                               clock=lambda: now[0], backoff=Backoff(1, 2, 10))
+    assert len(runner.calls) == 3  # polls at t=0, 1, 3; the next (t=7) would pass 5
+
+
+def test_wait_running_fails_when_the_job_vanishes() -> None:
+    runner = Replay([(["squeue"], Result(0, SQ_HEAD + row("1", "PENDING"), "")),
+                     (["squeue"], Result(0, SQ_HEAD, ""))])
+    with pytest.raises(SchedulerError, match="job 1 ended before it started: no longer in "
+                                             "the queue"):
+        Scheduler(runner).wait_running("1", sleep=lambda s: None)
