@@ -1,0 +1,95 @@
+"""Pure pieces: command quoting, known_hosts matching, fingerprints, cipher order."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from fireflyhpc.ssh.config import HostSpec
+from fireflyhpc.ssh.connection import PREFERRED_CIPHERS, _prefer
+from fireflyhpc.ssh.hostkeys import HostKeyChecker, fingerprint, known_keys
+from fireflyhpc.ssh.remote import build_command
+
+ED_B64 = "AAAAC3NzaC1lZDI1NTE5AAAAIIgFLw6/pjeEdO0UX3plnayamcugy+O/Org4IHwhVfGK"
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["echo", "hi"], None, "echo hi"),
+    (["printf", "%s", "a'; echo foo"], None, "printf %s 'a'\"'\"'; echo foo'"),
+    (["echo", "$(id)", "x\ny"], None, "echo '$(id)' 'x\ny'"),
+    (["run"], {"A": "1 2", "B_C": ""}, "env 'A=1 2' B_C= run"),
+])
+def test_build_command_golden(argv, env, expected) -> None:
+    command = build_command(argv, env)
+    assert command == expected
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    assert shlex.split(command) == prefix + argv
+
+
+def test_build_command_through_a_real_shell() -> None:
+    hostile = ["a'; echo foo", "$(id)", "`id`", "x\ny", "\\", "*", "", "!x", "~"]
+    out = subprocess.run(["sh", "-c", build_command(["printf", "%s\\0", *hostile])],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split("\0")[:-1] == hostile
+
+
+@pytest.mark.parametrize("argv, env", [([], None), ("echo hi", None), (["echo", 1], None),
+                                       (["x"], {"1BAD": "v"}), (["x"], {"A B": "v"})])
+def test_build_command_rejects(argv, env) -> None:
+    with pytest.raises(ValueError):
+        build_command(argv, env)
+
+
+def test_known_hosts_matching(tmp_path: Path) -> None:
+    hashed = paramiko.HostKeys.hash_host("[h.example]:2222")
+    kh = tmp_path / "kh"
+    kh.write_text("\n".join([
+        "# comment",
+        "",
+        f"login1,198.18.0.2 ssh-ed25519 {ED_B64}",
+        f"*.example,!bad.example ssh-ed25519 {ED_B64}",
+        f"{hashed} ssh-ed25519 {ED_B64}",
+        f"@revoked [h.example]:2222 ssh-ed25519 {ED_B64}",
+        f"@cert-authority *.example ssh-ed25519 {ED_B64}",
+        "garbage",
+        f"[login1]:2222 ssh-rsa {ED_B64}",
+    ]) + "\n")
+    lines = lambda name: [(k.line, k.revoked) for k in known_keys((str(kh), "/nonexistent"), name)]
+    assert lines("login1") == [(3, False)]
+    assert lines("LOGIN1") == [(3, False)]  # host names are case-insensitive
+    assert lines("198.18.0.2") == [(3, False)]
+    assert lines("a.example") == [(4, False)]
+    assert lines("bad.example") == []
+    assert lines("[h.example]:2222") == [(5, False), (6, True)]
+    assert lines("[login1]:2222") == [(9, False)]
+    assert lines("login") == []
+
+
+def test_preferred_key_types_put_known_types_first(tmp_path: Path) -> None:
+    kh = tmp_path / "kh"
+    kh.write_text(f"h ssh-rsa {ED_B64}\n")
+    spec = HostSpec(alias="h", hostname="h", known_hosts_files=(str(kh),),
+                    global_known_hosts_files=())
+    available = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")
+    assert HostKeyChecker().preferred_key_types(spec, available) == (
+        "rsa-sha2-512", "rsa-sha2-256", "ssh-ed25519", "ecdsa-sha2-nistp256")
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)
+    expected = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "k.pub")], capture_output=True,
+                              text=True, check=True).stdout.split()[1]
+    assert fingerprint(paramiko.PKey.from_path(tmp_path / "k")) == expected
+
+
+def test_cipher_preference_keeps_only_available() -> None:
+    available = paramiko.Transport._preferred_ciphers
+    ordered = _prefer(PREFERRED_CIPHERS, available)
+    assert ordered[0] == "aes128-gcm@openssh.com"
+    assert sorted(ordered) == sorted(available)
+    assert _prefer(("chacha20-poly1305@openssh.com", "b"), ("a", "b")) == ("b", "a")
