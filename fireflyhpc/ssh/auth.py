@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import getpass
+import io
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence, TextIO
 
 import paramiko
 
@@ -49,14 +50,15 @@ class TerminalPrompter:
     def _frontend_getpass(self) -> bool:
         return getattr(getpass.getpass, "__module__", "getpass") != "getpass"
 
-    def _tty(self) -> "TextIOLike":
+    def _tty(self) -> TextIO:
         try:
-            return open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 (closed by caller)
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
         except OSError:
             raise SSHError("the server asks for input (a passphrase, password or code) but there "
                            "is no terminal to ask on",
                            hint="use ssh-agent or an unencrypted key for non-interactive runs"
                            ) from None
+        return io.TextIOWrapper(io.FileIO(fd, "w+"), encoding="utf-8")  # closed by the caller
 
     def secret(self, prompt: str) -> str:
         if self._frontend_getpass():
@@ -84,14 +86,6 @@ class TerminalPrompter:
                 else:
                     answers.append(getpass.getpass(prompt, stream=tty))
         return answers
-
-
-class TextIOLike(Protocol):  # the bits of a text file TerminalPrompter uses
-    def write(self, text: str) -> int: ...
-    def flush(self) -> None: ...
-    def readline(self) -> str: ...
-    def __enter__(self) -> "TextIOLike": ...
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class CallbackPrompter:

@@ -330,3 +330,61 @@ def test_silent_or_foreign_server_is_an_ssh_error(make_config, greeting: bytes) 
         for client in held:
             client.close()
         server.close()
+
+
+def _converse(argv: list[str], replies: dict[bytes, bytes], limit: float = 60) -> tuple[int, bytes]:
+    """Run ``argv`` with a new pty as its controlling terminal; answer prompts; return
+    (exit status, everything it wrote to the terminal)."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is now its controlling terminal
+        os.execvp(argv[0], argv)
+    seen = b""
+    pending = dict(replies)
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                for prompt in list(pending):
+                    if prompt in seen:
+                        os.write(fd, pending.pop(prompt) + b"\n")
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status), seen
+        for _ in range(100):  # the terminal closed: the child is exiting
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status), seen
+            time.sleep(0.1)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        return -1, seen
+    finally:
+        os.close(fd)
+
+
+def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
+    key = keygen(tmp_path / "id_tty", passphrase="tty phrase")
+    sshd.authorize("ffssh-2fa", Path(f"{key}.pub"))
+    config = make_config("ffssh-2fa", identity=key)
+    script = ("import sys\nfrom fireflyhpc.ssh import SSHConnection\n"
+              "with SSHConnection.open('target', ssh_config=sys.argv[1]) as c:\n"
+              "    print('REMOTE', c.run(['whoami']).stdout.strip())\n")
+    status, seen = _converse(
+        [sys.executable, "-c", script, str(config)],
+        {f"Enter passphrase for key '{key}': ".encode(): b"tty phrase",
+         b"Password: ": sshd.passwords["ffssh-2fa"].encode()})
+    assert status == 0, seen
+    assert b"REMOTE ffssh-2fa" in seen
+    assert b"tty phrase" not in seen and sshd.passwords["ffssh-2fa"].encode() not in seen
