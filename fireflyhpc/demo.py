@@ -24,7 +24,7 @@ from fireflyhpc.fireflydata import ParticleData, ParticleGroup, write_dataset
 log = logging.getLogger(__name__)
 
 DEMO_NAME = "demo-galaxy"
-DEMO_VERSION = 1  # bump when the demo's content changes; old caches are ignored
+DEMO_VERSION = 2  # bump when the demo's content changes; old caches are ignored
 COUNTS = {"DiskStars": 520_000, "BulgeStars": 160_000, "Gas": 320_000}
 PER_FILE = 200_000
 SEED = 20240517
@@ -77,11 +77,11 @@ def build_groups(scale: float = 1.0, seed: int = SEED) -> list[ParticleGroup]:
     counts = {k: max(1, int(v * scale)) for k, v in COUNTS.items()}
     return [
         ParticleGroup("DiskStars", ParticleData(_disk(rng, counts["DiskStars"], 3.0, 0.25, 0.5, 0.3)),
-                      color=(1.0, 0.85, 0.6, 1.0), size=0.2),
+                      color=(1.0, 0.85, 0.6, 1.0), size=0.03),
         ParticleGroup("BulgeStars", ParticleData(_bulge(rng, counts["BulgeStars"], 1.1)),
-                      color=(1.0, 0.65, 0.35, 1.0), size=0.2),
+                      color=(1.0, 0.65, 0.35, 1.0), size=0.03),
         ParticleGroup("Gas", ParticleData(_disk(rng, counts["Gas"], 4.0, 0.12, 0.85, 0.18)),
-                      color=(0.35, 0.6, 1.0, 1.0), size=0.3),
+                      color=(0.35, 0.6, 1.0, 1.0), size=0.05),
     ]
 
 

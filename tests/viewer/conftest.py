@@ -88,8 +88,8 @@ def firefly_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reader.addParticleGroup(data_reader.ParticleGroup(
         "Halo", ring, velocities=rng.normal(size=(10_000, 3)),
         field_arrays=[rng.random(10_000)], field_names=["Temperature"],
-        partsColors=[1.0, 0.2, 0.2, 1.0], partsSizeMultipliers=0.5, loud=False))
+        partsColors=[1.0, 0.2, 0.2, 1.0], partsSizeMultipliers=0.02, loud=False))
     reader.addParticleGroup(data_reader.ParticleGroup(
-        "Cloud", rng.normal(size=(3_000, 3)) * 0.4, rgba_colors=rng.random((3_000, 4)), loud=False))
+        "Cloud", rng.normal(size=(3_000, 3)) * 0.3 + [2.5, 0.0, 0.0], rgba_colors=rng.random((3_000, 4)), loud=False))
     reader.writeToDisk(loud=False)
     return base / "ffreader"

@@ -165,7 +165,7 @@ def test_we_read_firefly_reader_output(firefly_dataset: Path) -> None:
     cloud = read_group(info, "Cloud")
     assert cloud.npart == 3000 and cloud.rgba_colors is not None and not cloud.fields
     assert info.settings["partsColors"]["Halo"] == [1.0, 0.2, 0.2, 1.0]
-    assert info.settings["partsSizeMultipliers"]["Halo"] == 0.5
+    assert info.settings["partsSizeMultipliers"]["Halo"] == 0.02
 
 
 def test_firefly_settings_class_reads_our_settings(tmp_path: Path) -> None:

@@ -147,12 +147,10 @@ function draw() {
   gl.uniformMatrix4fv(loc.uProj, false, perspective(fovy, w / Math.max(h, 1), dist * 1e-3, dist + 50 * viewer.radius));
   gl.uniformMatrix4fv(loc.uView, false, lookAt(cameraFrame()));
   gl.uniform1f(loc.uBrightness, BRIGHTNESS);
-  const focal = h / (2 * Math.tan(fovy / 2));
   for (const group of viewer.groups) {
     if (!group.visible) continue;
-    // a particle's diameter is size * radius / 50 in data units, like Firefly's
-    //  size multiplier scaled to the data set
-    gl.uniform1f(loc.uSize, group.size * viewer.radius / 50 * focal);
+    // Firefly's rule: a particle is 2000 * size multiplier / distance pixels across
+    gl.uniform1f(loc.uSize, 2000 * group.size);
     for (const chunk of group.chunks) {
       gl.bindBuffer(gl.ARRAY_BUFFER, chunk.pos);
       gl.enableVertexAttribArray(loc.aPos);
@@ -288,7 +286,7 @@ function groupStyle(settings, name, index) {
   return {
     color: Array.isArray(color) && color.length >= 3 ? [...color.slice(0, 3).map(Number), color.length > 3 ? Number(color[3]) : 1]
       : DEFAULT_COLORS[index % DEFAULT_COLORS.length],
-    size: size > 0 ? size : 0.3,
+    size: size > 0 ? size : 0.1, // Firefly's default
     visible: pick("showParts") !== false,
   };
 }
