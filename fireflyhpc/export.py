@@ -43,7 +43,7 @@ class ExportResult:
 
 def viewer_file(name: str) -> bytes:
     """The bytes of one of the bundled viewer's files."""
-    return resources.files("fireflyhpc").joinpath("data", "viewer", name).read_bytes()
+    return (resources.files("fireflyhpc") / "data" / "viewer" / name).read_bytes()
 
 
 def _check_target(target: Path, datasets: Sequence[Dataset], force: bool, gh_pages: bool) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -220,14 +221,32 @@ def read_group(info: DatasetInfo, name: str) -> ParticleData:
             raise FireflyFormatError(f"{rel}: holds {data.npart} particles, manifest says {count}")
         parts.append(data)
     if not parts:
-        return ParticleData([])
+        return ParticleData(array("f"))
+    return _concatenate(parts)
+
+
+def _join(arrays: "list[array[float] | None]") -> "array[float] | None":
+    """One array from several, or None if the first is None (all files agree)."""
+    if arrays[0] is None:
+        return None
+    out = array("f")
+    for values in arrays:
+        if values is None:
+            raise FireflyFormatError("the files of one group disagree on their columns")
+        out.extend(values)
+    return out
+
+
+def _concatenate(parts: list[ParticleData]) -> ParticleData:
     first = parts[0]
-    merged = ParticleData(
-        sum((p.coordinates for p in parts[1:]), first.coordinates),
-        None if first.velocities is None else sum((p.velocities for p in parts[1:]), first.velocities),
-        None if first.rgba_colors is None else sum((p.rgba_colors for p in parts[1:]),
-                                                   first.rgba_colors),
-        {k: sum((p.fields[k] for p in parts[1:]), v) for k, v in first.fields.items()},
-        first.filter_flags, first.colormap_flags, first.radius_flags,
+    fields = {}
+    for name in first.fields:
+        if any(name not in p.fields for p in parts):
+            raise FireflyFormatError(f"field {name!r} is missing from some files of the group")
+        fields[name] = _join([p.fields[name] for p in parts]) or array("f")
+    return ParticleData(
+        _join([p.coordinates for p in parts]) or array("f"),
+        _join([p.velocities for p in parts]),
+        _join([p.rgba_colors for p in parts]),
+        fields, first.filter_flags, first.colormap_flags, first.radius_flags,
     )
-    return merged
