@@ -158,8 +158,10 @@ class SessionStore:
 
     def list(self) -> list[SessionRecord]:
         """Every readable record, oldest first (unreadable files are logged and skipped)."""
-        if not self.directory.is_dir():
+        if not self.directory.exists():
             return []
+        if not self.directory.is_dir():
+            raise FireflyHPCError(f"session folder {self.directory} is not a folder")
         records = []
         for path in sorted(self.directory.glob("*.json")):
             if _ID.fullmatch(path.stem):
