@@ -36,13 +36,13 @@ listings. Responses carry ETag and Last-Modified (304 on a match), honour Range
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from flask import Flask, Response, abort
+from flask import Flask, Response, abort, request
 
 from fireflyhpc.datasets import Dataset, datasets_index
 from fireflyhpc.server import auth, firefly
-from fireflyhpc.server.files import data_file, safe_file, send
+from fireflyhpc.server.files import SECURITY_HEADERS, data_file, safe_file, send
 from fireflyhpc.server.viewers import FIREFLY, WebApp
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,15 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
 
     @app.after_request
     def _headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
         return response
 
     def _app_file(path: str) -> Response:
         real = safe_file(webapp.root, path)
         if real is None:
             abort(404)
-        return send(real)
+        return send(real, request.environ)
 
     @app.get("/")
     def index() -> Response:
@@ -84,7 +84,7 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
         real = data_file(datasets, rest)
         if real is None:
             abort(404)
-        return send(real)
+        return send(real, request.environ)
 
     if webapp.kind == FIREFLY:
         firefly.add_routes(app, datasets)
@@ -93,4 +93,35 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
     def app_file(path: str) -> Response:
         return _app_file(path)
 
+    app.wsgi_app = DataFastPath(app.wsgi_app, datasets, token)  # type: ignore[method-assign]
     return app
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class DataFastPath:
+    """Serve authenticated GET/HEAD requests for existing ``/data/`` files
+    directly with werkzeug's ``send_file``, skipping Flask's request context.
+
+    The answer is the same as the Flask route's (same lookup, same ``send``),
+    at about half the CPU per request; anything else (no or wrong token, a
+    ``?token=`` visit, a query string, a miss) goes to the Flask app, which
+    then answers 303, 403 or 404 as usual.
+    """
+
+    def __init__(self, app: WSGIApp, datasets: Sequence[Dataset], token: str | None) -> None:
+        self.app = app
+        self.datasets = list(datasets)
+        self.token = token
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/data/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD") \
+                and not environ.get("QUERY_STRING") \
+                and (self.token is None or auth.carries_token(environ, self.token)):
+            real = data_file(self.datasets, path[len("/data/"):])
+            if real is not None:
+                return send(real, environ)(environ, start_response)
+        return self.app(environ, start_response)

@@ -16,16 +16,18 @@ constant-time. The token never appears on a command line: it comes from the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from flask import Flask, Response, redirect, request
+from werkzeug.http import parse_cookie
 
 from fireflyhpc.errors import ConfigError
 
@@ -101,6 +103,7 @@ def resolve_token(token_file: str | None, environ: Mapping[str, str] = os.enviro
     return generate_token()
 
 
+@functools.lru_cache(maxsize=16)
 def cookie_name(token: str) -> str:
     """Cookie name for this token (a short hash: unique per server, not secret)."""
     return "fireflyhpc_" + hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -113,10 +116,19 @@ def _matches(candidate: str | None, token: str) -> bool:
                                token.encode("utf-8"))
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def _bearer(header: str) -> str | None:
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else None
+
+
+def carries_token(environ: Mapping[str, Any], token: str) -> bool:
+    """True if the request carries ``token`` in its cookie or a Bearer header
+    (the ``?token=`` first visit is handled by :func:`install`'s hook)."""
+    header = environ.get("HTTP_AUTHORIZATION")
+    if header and _matches(_bearer(header), token):
+        return True
+    cookies = environ.get("HTTP_COOKIE")
+    return bool(cookies) and _matches(parse_cookie(cookies).get(cookie_name(token)), token)
 
 
 def _clean_url() -> str:
@@ -145,6 +157,6 @@ def install(app: Flask, token: str | None) -> None:
             response.set_cookie(name, token, httponly=True, samesite="Strict", path="/")
             response.headers["Cache-Control"] = "no-store"
             return response
-        if _matches(request.cookies.get(name), token) or _matches(_bearer(), token):
+        if carries_token(request.environ, token):
             return None
         return _forbidden()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import Iterable
+from typing import Any, Iterable
 
-from flask import Response, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Response
 
 from fireflyhpc.datasets import Dataset
 
@@ -81,13 +83,20 @@ def content_type(path: str) -> str:
     return guessed or "application/octet-stream"
 
 
-def send(path: str) -> Response:
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def send(path: str, environ: dict[str, Any]) -> Response:
     """Send a resolved file with ETag, Last-Modified, 304 and Range (206/416).
 
     The body goes through the server's ``wsgi.file_wrapper`` (waitress streams
     it from the open file), so large files are not read into memory.
     """
-    response = send_file(path, mimetype=content_type(path), conditional=True,
-                         etag=True, max_age=None)
+    try:
+        response = send_file(path, environ, mimetype=content_type(path), conditional=True,
+                             etag=True, max_age=None)
+    except RequestedRangeNotSatisfiable as exc:  # 416, with Content-Range: bytes */size
+        response = exc.get_response(environ)
     response.headers["Cache-Control"] = CACHE_CONTROL
+    response.headers.update(SECURITY_HEADERS)
     return response

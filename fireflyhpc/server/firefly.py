@@ -18,7 +18,7 @@ import json
 import logging
 from typing import Any, Sequence
 
-from flask import Flask, Response, abort
+from flask import Flask, Response, abort, request
 
 from fireflyhpc.datasets import MANIFEST, Dataset, firefly_startup
 from fireflyhpc.server.files import CACHE_CONTROL, data_file, send
@@ -75,7 +75,7 @@ def add_routes(app: Flask, datasets: Sequence[Dataset]) -> None:
         real = data_file(datasets, rest)
         if real is None:
             abort(404)
-        return send(real)
+        return send(real, request.environ)
 
 
 def _manifest(dataset: Dataset) -> Response:

@@ -179,3 +179,32 @@ def test_server_sees_one_connection_for_100_requests(live_server: LiveServer) ->
         conn.close()
     assert len(live_server.remote_ports) == 100
     assert len(set(live_server.remote_ports)) == 1
+
+
+@pytest.mark.parametrize("query", ["", "?v=2"])  # "" takes the fast path, "?v=2" Flask's route
+def test_data_route_and_fast_path_answer_alike(any_server: LiveServer, query: str) -> None:
+    response, body = any_server.request(f"/data/galaxy/Gas000.ffly{query}")
+    assert response.status == 200 and body == GAS_BYTES
+    assert response.getheader("Cache-Control") == "private, no-cache"
+    assert response.getheader("Referrer-Policy") == "no-referrer"
+    etag = response.getheader("ETag")
+    response, body = any_server.request(f"/data/galaxy/Gas000.ffly{query}",
+                                        {"If-None-Match": etag})
+    assert response.status == 304
+    response, body = any_server.request(f"/data/galaxy/Gas000.ffly{query}",
+                                        {"Range": "bytes=0-0"})
+    assert response.status == 206 and body == GAS_BYTES[:1]
+    response, body = any_server.request(f"/data/galaxy/Gas000.ffly{query}", method="HEAD")
+    assert response.status == 200 and body == b""
+    assert response.getheader("Content-Length") == str(len(GAS_BYTES))
+    response, body = any_server.request(f"/data/galaxy/../../secret.txt{query}")
+    assert response.status == 404
+    response, body = any_server.request(f"/data/galaxy/Gas000.ffly{query}", auth=False)
+    assert response.status == 403
+
+
+def test_cookie_works_on_the_fast_path(any_server: LiveServer) -> None:
+    cookie = f"other=1; {cookie_name(any_server.token)}={any_server.token}; x=y"
+    response, body = any_server.request("/data/galaxy/Gas000.ffly", {"Cookie": cookie},
+                                        auth=False)
+    assert response.status == 200 and body == GAS_BYTES
