@@ -71,6 +71,9 @@ class SessionRecord:
                    pid_create_time=me.create_time(), hostname=socket.gethostname(), **values)
 
 
+Records = list[SessionRecord]
+
+
 def new_id() -> str:
     """A fresh random session id (8 hex digits)."""
     return secrets.token_hex(4)
@@ -156,7 +159,7 @@ class SessionStore:
             log.warning("ignoring unreadable session file %s: %s", self.path(session_id), exc)
             return None
 
-    def list(self) -> list[SessionRecord]:
+    def list(self) -> Records:
         """Every readable record, oldest first (unreadable files are logged and skipped)."""
         if not self.directory.exists():
             return []
@@ -178,7 +181,7 @@ class SessionStore:
         except FileNotFoundError:
             return False
 
-    def prune(self, *, hostname: str | None = None) -> list[SessionRecord]:
+    def prune(self, *, hostname: str | None = None) -> Records:
         """Remove the records whose connect process is gone; return them."""
         dead = [r for r in self.list() if liveness(r, hostname=hostname) is Liveness.DEAD]
         for record in dead:

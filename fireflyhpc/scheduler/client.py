@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class CommandResult(Protocol):
-    """What a runner returns."""
+    """What a runner returns (the SSH layer's ``Result`` has this shape)."""
 
-    exit_code: int
-    stdout: str
-    stderr: str
+    @property
+    def exit_code(self) -> int: ...
+
+    @property
+    def stdout(self) -> str: ...
+
+    @property
+    def stderr(self) -> str: ...
 
 
 class Runner(Protocol):
