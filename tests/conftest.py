@@ -228,6 +228,10 @@ class Cluster:
         """``minicluster status`` (exit 0 when fully up, 1 partly, 3 nothing runs)."""
         return bench_command("status")
 
+    def other_sessions(self) -> list[int]:
+        """Pids of other test sessions on this machine that use the bench right now."""
+        return other_live_sessions()
+
     def minicluster_command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``minicluster ARGS...`` (up/down/status) with this bench's directory."""
         return bench_command(*args)
@@ -243,20 +247,57 @@ def bench_command(*args: str, timeout: float = 900) -> subprocess.CompletedProce
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+LEASES = Path("/run/lock/fireflyhpc-minicluster-sessions")
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (tells a reused pid apart), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def other_live_sessions() -> list[int]:
+    """Pids of other live test sessions that use the bench (their lease files)."""
+    pids = []
+    for lease in LEASES.glob("*"):
+        pid = int(lease.name) if lease.name.isdigit() else -1
+        if pid == os.getpid():
+            continue
+        try:
+            alive = process_start(pid) == lease.read_text().strip()
+        except OSError:
+            continue
+        if alive:
+            pids.append(pid)
+        else:
+            lease.unlink(missing_ok=True)  # a session that died without cleaning up
+    return pids
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The running mini cluster, brought up once per session if it is not up yet."""
+    """The running mini cluster, brought up once per session if it is not up yet.
+
+    At the end the bench is taken down only if this session brought it up, no other
+    test session on the machine still uses it, and ``MINICLUSTER_KEEP`` is not set.
+    """
     reason = cluster_unavailable_reason(for_ci=in_ci())
     if reason:
         skip_or_fail(reason)
+    LEASES.mkdir(parents=True, exist_ok=True)
+    lease = LEASES / str(os.getpid())
+    lease.write_text(f"{process_start(os.getpid())}\n")
     brought_up = False
-    if bench_command("status").returncode != 0:
-        up = bench_command("up", "--reuse")
-        if up.returncode != 0:
-            pytest.fail(f"minicluster up failed:\n{up.stdout}{up.stderr}", pytrace=False)
-        brought_up = "already up" not in up.stdout
     try:
+        if bench_command("status").returncode != 0:
+            up = bench_command("up", "--reuse")
+            if up.returncode != 0:
+                pytest.fail(f"minicluster up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+            brought_up = "already up" not in up.stdout
         yield Cluster.load(bench_dir())
     finally:
-        if brought_up and not os.environ.get("MINICLUSTER_KEEP"):
+        lease.unlink(missing_ok=True)
+        if brought_up and not os.environ.get("MINICLUSTER_KEEP") and not other_live_sessions():
             bench_command("down")

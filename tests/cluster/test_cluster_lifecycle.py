@@ -15,6 +15,14 @@ import pytest
 pytestmark = [pytest.mark.cluster, pytest.mark.cluster_disruptive]
 
 
+@pytest.fixture(autouse=True)
+def alone_on_the_bench(cluster) -> None:
+    """By hand, do not pull the bench from under other test sessions (CI has none)."""
+    others = cluster.other_sessions()
+    if others and os.environ.get("CI", "").lower() not in ("true", "1", "yes"):
+        pytest.skip(f"other test sessions use the mini cluster right now (pids {others})")
+
+
 def output(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
 
