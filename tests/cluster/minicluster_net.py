@@ -172,8 +172,10 @@ def remove_network(layout: Layout) -> None:
     """Kill everything inside the bench namespaces, then delete them and their files."""
     present = existing_netns()
     ours = [h.netns for h in layout.hosts if h.netns in present]
-    pids = [pid for ns in ours for pid in netns_pids(ns)]
-    if pids:
+    for _ in range(10):  # again: an sshd or slurmd may have forked meanwhile
+        pids = [pid for ns in ours for pid in netns_pids(ns) if pid_alive(pid)]
+        if not pids:
+            break
         kill_pids(pids)
     for ns in ours:
         run(["ip", "netns", "del", ns], check=False)

@@ -43,7 +43,25 @@ def live_processes() -> list[tuple[int, str]]:
     return procs
 
 
-def leftovers(cluster, munged_pid: int | None) -> list[str]:
+def netns_inodes(cluster) -> set[int]:
+    """Inode numbers of the bench's network namespaces (what /proc/PID/ns/net names)."""
+    inodes = set()
+    for ns in cluster.env["NETNS"].split():
+        try:
+            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+        except OSError:
+            pass
+    return inodes
+
+
+def in_netns(pid: int, inodes: set[int]) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino in inodes
+    except OSError:
+        return False
+
+
+def leftovers(cluster, munged_pid: int | None, inodes: set[int]) -> list[str]:
     """Everything of the bench that still exists (empty once `down` did its job)."""
     found = []
     netns = output(["ip", "netns", "list"])
@@ -54,8 +72,9 @@ def leftovers(cluster, munged_pid: int | None) -> list[str]:
     found += [f"route {line}" for line in routes.splitlines() if "198.18." in line]
     for pid, cmd in live_processes():
         prog = cmd.split()[0].rsplit("/", 1)[-1]
-        if prog in ("slurmctld", "slurmd", "slurmstepd") or str(cluster.dir) in cmd \
-                or pid == munged_pid:
+        bench_sshd = prog.startswith("sshd") and str(cluster.dir) in cmd
+        if prog in ("slurmctld", "slurmd", "slurmstepd") or bench_sshd \
+                or pid == munged_pid or in_netns(pid, inodes):
             found.append(f"process {pid}: {cmd}")
     for path in [*(Path("/etc/netns") / ns for ns in cluster.env["NETNS"].split()),
                  Path("/etc/slurm/slurm.conf"), cluster.dir / "env", cluster.ssh_config,
@@ -74,10 +93,12 @@ def recorded_munged_pid(cluster) -> int | None:
 
 def test_down_leaves_nothing_and_up_twice_works(cluster) -> None:
     munged_pid = recorded_munged_pid(cluster)
+    inodes = netns_inodes(cluster)
+    assert len(inodes) == len(cluster.env["NETNS"].split())
     try:
         down = cluster.minicluster_command("down")
         assert down.returncode == 0, down.stdout + down.stderr
-        assert leftovers(cluster, munged_pid) == []
+        assert leftovers(cluster, munged_pid, inodes) == []
         status = cluster.status()
         assert status.returncode == 3, status.stdout
         assert status.stdout.strip().endswith("minicluster: down")
