@@ -185,14 +185,42 @@ def parse_port(value: str | int, what: str) -> int:
     return port
 
 
-def resolve_host(config: paramiko.SSHConfig, target: str) -> HostSpec:
+def resolve_host(config: paramiko.SSHConfig, target: str, *,
+                 inherit: HostSpec | None = None) -> HostSpec:
     """Resolve ``target`` (an alias or ``[user@]host[:port]``) into a HostSpec.
 
     User and port given in ``target`` win over the config, like on ssh's command
-    line. ProxyJump hops are resolved through the same config. Raises ConfigError
-    for bad values and ProxyJump loops.
+    line. ProxyJump hops are resolved through the same config. With ``inherit``
+    (the login host, when reaching a compute node through it), what the config
+    does not set for ``target`` (user, keys, known_hosts, host key policy,
+    authentication options) is taken from ``inherit`` instead of OpenSSH's
+    defaults: cluster nodes are rarely in a laptop's ssh_config, and the account
+    and keys are the login node's. Raises ConfigError for bad values and ProxyJump loops.
     """
-    return _resolve(config, target, seen=())
+    spec = _resolve(config, target, seen=())
+    if inherit is None:
+        return spec
+    user, host, _ = split_destination(target)
+    options = config.lookup(host)
+    if user is not None:
+        options["user"] = user
+    taken = {name: getattr(inherit, name) for key, names in _INHERITED.items()
+             if key not in options for name in names}
+    return replace(spec, **taken)
+
+
+# ssh_config keyword -> HostSpec fields taken from the login host when the keyword is unset.
+_INHERITED = {
+    "user": ("user",), "identityfile": ("identity_files",), "identitiesonly": ("identities_only",),
+    "userknownhostsfile": ("known_hosts_files",),
+    "globalknownhostsfile": ("global_known_hosts_files",),
+    "stricthostkeychecking": ("strict_host_key_checking",),
+    "hashknownhosts": ("hash_known_hosts",), "connecttimeout": ("connect_timeout",),
+    "batchmode": ("batch_mode",), "preferredauthentications": ("preferred_authentications",),
+    "pubkeyauthentication": ("pubkey_authentication",),
+    "kbdinteractiveauthentication": ("kbd_interactive_authentication",),
+    "passwordauthentication": ("password_authentication",),
+}
 
 
 def _resolve(config: paramiko.SSHConfig, target: str, seen: tuple[str, ...]) -> HostSpec:

@@ -248,12 +248,14 @@ class SSHConnection:
 
     def connect_to(self, target: str | HostSpec) -> "SSHConnection":
         """Open a second SSH connection to ``target`` through this one (e.g. a compute
-        node), resolved in the same ssh_config; return it connected.
+        node), resolved in the same ssh_config (what it does not set for ``target``,
+        like User or IdentityFile, is this connection's); return it connected.
 
         It shares this connection's authenticator and host key policy; close it
         yourself, or it is closed with this one.
         """
-        spec = target if isinstance(target, HostSpec) else resolve_host(self.config, target)
+        spec = target if isinstance(target, HostSpec) else \
+            resolve_host(self.config, target, inherit=self.spec)
         child = SSHConnection(spec, authenticator=self.authenticator, host_keys=self.host_keys,
                               config=self.config, parent=self)
         child.connect()

@@ -178,3 +178,21 @@ def make_config(tmp_path: Path, sshd: LoopbackSSHD) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_transports() -> Iterator[None]:
+    """Every paramiko Transport a test started has stopped when it ends."""
+    import threading
+
+    import paramiko
+
+    before = {t for t in threading.enumerate() if isinstance(t, paramiko.Transport)}
+    yield
+    for _ in range(50):
+        alive = [t for t in threading.enumerate()
+                 if isinstance(t, paramiko.Transport) and t not in before and t.is_alive()]
+        if not alive:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{len(alive)} paramiko transport thread(s) still running after the test")

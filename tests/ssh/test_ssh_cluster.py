@@ -146,3 +146,12 @@ def test_other_users_key_cannot_log_in_as_user(cluster, tmp_path: Path) -> None:
         str(cluster.key(cluster.user)), str(cluster.key(cluster.other_user))))
     with pytest.raises(SSHError, match="authentication failed"):
         connect(cluster, "login1", config)
+
+
+def test_node_missing_from_ssh_config_uses_login_account(cluster, tmp_path: Path) -> None:
+    """Reach node2 by its address, which no Host block of the config names."""
+    with connect(cluster, "login1") as login:
+        node = login.connect_to(cluster.addr("node2"))
+        assert node.spec.user == cluster.user
+        assert node.spec.known_hosts_files == (str(cluster.known_hosts),)
+        assert node.run(["hostname"]).stdout.strip() == "node2"

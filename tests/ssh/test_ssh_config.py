@@ -155,3 +155,18 @@ def test_unparsable_config_is_config_error(tmp_path: Path) -> None:
     bad.write_text("Host a\n  ===\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         read_config(bad)
+
+
+def test_node_inherits_what_its_config_does_not_set(config) -> None:
+    login = resolve_host(config, "cluster")
+    node = resolve_host(config, "c123", inherit=login)
+    assert (node.hostname, node.port, node.proxy_jump) == ("c123", 22, ())
+    assert node.user == "fallback"  # `Host *` sets User: the config wins
+    assert node.identity_files == login.identity_files and node.identities_only
+    assert node.known_hosts_files == login.known_hosts_files
+    assert node.strict_host_key_checking == "accept-new" and node.connect_timeout == 7.0
+    assert node.password_authentication is False  # `Host *` again
+    cfg = parse_config_text("Host login\n  User alice\n  IdentityFile ~/k\n")
+    node = resolve_host(cfg, "c9", inherit=resolve_host(cfg, "login"))
+    assert (node.user, node.identity_files) == ("alice", (f"{HOME}/k",))
+    assert resolve_host(cfg, "bob@c9", inherit=resolve_host(cfg, "login")).user == "bob"
