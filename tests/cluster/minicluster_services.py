@@ -158,13 +158,33 @@ def start_munge(layout: Layout) -> None:
     wait_for("munged", munge_works, 20)
 
 
+def backup_path(conf: Path) -> Path:
+    return conf.with_name(conf.name + ".before-minicluster")
+
+
+def install_conf(conf: Path, text: str) -> None:
+    """Write a Slurm config file, first setting aside one the bench did not write."""
+    if conf.exists() and not conf.read_text().startswith(MARKER) \
+            and not backup_path(conf).exists():
+        conf.rename(backup_path(conf))
+    conf.write_text(text)
+
+
+def restore_conf(conf: Path) -> None:
+    """Remove the bench's config file and put back what was there before."""
+    if conf.exists() and conf.read_text().startswith(MARKER):
+        conf.unlink()
+    if backup_path(conf).exists() and not conf.exists():
+        backup_path(conf).rename(conf)
+
+
 def start_slurm(layout: Layout) -> None:
     """Write slurm.conf, start slurmctld on login1 and slurmd on every compute node."""
     for sub in ("slurmctld", "slurmd"):
         (layout.state / sub).mkdir(parents=True, exist_ok=True)
     SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-    SLURM_CONF.write_text(render_slurm_conf(layout))
-    CGROUP_CONF.write_text(render_cgroup_conf(layout))
+    install_conf(SLURM_CONF, render_slurm_conf(layout))
+    install_conf(CGROUP_CONF, render_cgroup_conf(layout))
     start_daemon(as_host(layout.login, ["/usr/sbin/slurmctld", "-D", "-i"]),
                  layout.state / "run" / "bench-slurmctld.pid",
                  layout.log_dir / "slurmctld.out")
@@ -222,8 +242,7 @@ def stop_daemons(layout: Layout) -> None:
 def remove_files(layout: Layout) -> None:
     """Remove every file the bench wrote, keeping what others put in the bench dir."""
     for conf in (SLURM_CONF, CGROUP_CONF):
-        if conf.exists() and conf.read_text().startswith(MARKER):
-            conf.unlink()
+        restore_conf(conf)
     shutil.rmtree(layout.state, ignore_errors=True)
     for user in layout.users:
         for path in (layout.key(user), layout.key(user).with_name(f"id_{user}.pub")):

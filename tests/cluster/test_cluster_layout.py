@@ -74,3 +74,16 @@ def test_env_file_reads_back_the_same_in_python_and_sh() -> None:
     proc = subprocess.run(["sh", "-c", text + '\nprintf "%s|%s" "$MINICLUSTER_DIR" "$NODES"'],
                           capture_output=True, text=True, timeout=10)
     assert proc.stdout == "/tmp/mc test|node1 node2"
+
+
+def test_a_foreign_slurm_conf_is_set_aside_and_restored(tmp_path) -> None:
+    from minicluster_layout import MARKER
+    from minicluster_services import install_conf, restore_conf
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=real\n")
+    install_conf(conf, f"{MARKER}\nClusterName=minicluster\n")
+    install_conf(conf, f"{MARKER}\nClusterName=minicluster\n")  # a second `up`
+    assert (tmp_path / "slurm.conf.before-minicluster").read_text() == "ClusterName=real\n"
+    restore_conf(conf)
+    assert [p.name for p in tmp_path.iterdir()] == ["slurm.conf"]
+    assert conf.read_text() == "ClusterName=real\n"
