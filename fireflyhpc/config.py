@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import platformdirs
 
@@ -196,27 +196,60 @@ def _check(validator: v.Validator, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} = {shown}: {exc}") from None
 
 
-def parse_profile(name: str, table: Any, source: str) -> ClusterProfile:
-    """Validate one ``[clusters.NAME]`` table; raises ConfigError naming file and key."""
+Locator = Callable[[Optional[str], Optional[str]], str]
+
+
+def line_locator(text: str, source: str) -> Locator:
+    """``where(table, key)`` -> ``"file:LINE"`` of ``key`` in ``[table]`` (best effort:
+    ``"file"`` alone when the key is not written plainly as ``key = ...``)."""
+    def where(table: str | None, key: str | None) -> str:
+        current: str | None = None
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?", stripped)
+            if header:
+                parts = re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", header.group(1))
+                current = ".".join(part.strip().strip("\"'") for part in parts)
+                full = key if table is None else table if key is None else f"{table}.{key}"
+                if current == full:
+                    return f"{source}:{number}"
+                continue
+            if key is not None and current == table and re.match(
+                    rf"[\"']?{re.escape(key)}[\"']?\s*=", stripped):
+                return f"{source}:{number}"
+        return source
+    return where
+
+
+def parse_profile(name: str, table: Any, source: str,
+                  where: Locator | None = None) -> ClusterProfile:
+    """Validate one ``[clusters.NAME]`` table; raises ConfigError naming file and key.
+
+    ``where(table, key)`` names the place of a key (default: just ``source``).
+    """
+    at: Locator = where or (lambda _table, _key: source)
+    section = f"clusters.{name}"
     if not _CLUSTER_NAME.fullmatch(name):
-        raise ConfigError(f"{source}: [clusters.{name}]: expected a cluster name of "
-                          "letters, digits and _ . -")
+        raise ConfigError(f"{at(section, None)}: [clusters.{name!r}]: expected a cluster name "
+                          "of letters, digits and _ . -")
     if not isinstance(table, dict):
-        raise ConfigError(f"{source}: clusters.{name}: expected a table [clusters.{name}]")
+        raise ConfigError(f"{at(None, 'clusters')}: clusters.{name}: expected a table "
+                          f"[clusters.{name}]")
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if key not in PROFILE_KEYS:
-            raise ConfigError(f"{source}: [clusters.{name}] unknown key {key!r}; "
+            raise ConfigError(f"{at(section, key)}: [clusters.{name}] unknown key {key!r}; "
                               f"expected one of: {', '.join(PROFILE_KEYS)}")
-        values[key] = _check(PROFILE_KEYS[key], raw, f"{source}: [clusters.{name}] {key}")
+        values[key] = _check(PROFILE_KEYS[key], raw, f"{at(section, key)}: [{section}] {key}")
     return ClusterProfile(name=name, values=values, source=source)
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Parse and validate config ``text`` read from ``path`` (pure).
 
-    Raises ConfigError with ``file:line`` for malformed TOML, and naming the file,
-    the key and what was expected for unknown keys or bad values.
+    Raises ConfigError with ``file:line`` for malformed TOML, and naming the file
+    (with the line where it can tell), the key and what was expected for unknown
+    keys or bad values.
     """
     try:
         data = tomllib.loads(text)
@@ -227,23 +260,25 @@ def parse_config(text: str, path: Path) -> Config:
         reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
         raise ConfigError(f"{path}{line}: invalid TOML: {reason}") from None
     source = str(path)
+    at = line_locator(text, source)
     clusters: dict[str, ClusterProfile] = {}
     default = None
     for key, raw in data.items():
         if key == "default_cluster":
             if not isinstance(raw, str) or not _CLUSTER_NAME.fullmatch(raw):
-                raise ConfigError(f"{source}: default_cluster: expected a cluster name")
+                raise ConfigError(f"{at(None, key)}: default_cluster: expected a cluster name")
             default = raw
         elif key == "clusters":
             if not isinstance(raw, dict):
-                raise ConfigError(f"{source}: clusters: expected tables [clusters.NAME]")
+                raise ConfigError(f"{at(None, key)}: clusters: expected tables [clusters.NAME]")
             for name, table in raw.items():
-                clusters[name] = parse_profile(name, table, source)
+                clusters[name] = parse_profile(name, table, source, at)
         else:
-            raise ConfigError(f"{source}: unknown key {key!r}; expected default_cluster "
+            raise ConfigError(f"{at(None, key)}: unknown key {key!r}; expected default_cluster "
                               "or [clusters.NAME] tables")
     if default is not None and default not in clusters:
-        raise ConfigError(f"{source}: default_cluster = {default!r} has no [clusters.{default}]")
+        raise ConfigError(f"{at(None, 'default_cluster')}: default_cluster = {default!r} has "
+                          f"no [clusters.{default}]")
     return Config(path=path, exists=True, default_cluster=default, clusters=clusters)
 
 

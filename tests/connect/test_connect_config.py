@@ -136,24 +136,29 @@ def test_shipped_example_is_valid() -> None:
 
 @pytest.mark.parametrize("text,expected", [
     ('[clusters.a]\nlogin = "x"\nnodes = 3\n',
-     "/cfg/config.toml: [clusters.a] unknown key 'nodes'; expected one of: login,"),
+     "/cfg/config.toml:3: [clusters.a] unknown key 'nodes'; expected one of: login,"),
     ('[clusters.a]\ncpus = "many"\n',
-     "/cfg/config.toml: [clusters.a] cpus = 'many': expected a whole number of at least 1"),
+     "/cfg/config.toml:2: [clusters.a] cpus = 'many': expected a whole number of at least 1"),
     ('[clusters.a]\ntime = "1h"\n',
-     "/cfg/config.toml: [clusters.a] time = '1h': expected a Slurm time limit like 30"),
+     "/cfg/config.toml:2: [clusters.a] time = '1h': expected a Slurm time limit like 30"),
     ('[clusters.a]\npartition = "gpu;rm -rf"\n',
-     "/cfg/config.toml: [clusters.a] partition = 'gpu;rm -rf': expected a name of letters"),
+     "/cfg/config.toml:2: [clusters.a] partition = 'gpu;rm -rf': expected a name of letters"),
     ('[clusters.a]\nsetup = "module load x\\nrm -rf ~"\n',
-     "/cfg/config.toml: [clusters.a] setup = 'module load x\\nrm -rf ~': expected one shell line"),
+     "/cfg/config.toml:2: [clusters.a] setup = 'module load x\\nrm -rf ~': expected one shell "
+     "line"),
     ('[clusters.a]\nhop = "maybe"\n',
-     "/cfg/config.toml: [clusters.a] hop = 'maybe': expected 'auto' or 'ssh' or 'direct'"),
+     "/cfg/config.toml:2: [clusters.a] hop = 'maybe': expected 'auto' or 'ssh' or 'direct'"),
     ('[clusters.a]\nsetup = [1, 2]\n',
-     "/cfg/config.toml: [clusters.a] setup = [1, 2]: expected a list of shell lines"),
-    ('colour = "blue"\n', "/cfg/config.toml: unknown key 'colour'"),
+     "/cfg/config.toml:2: [clusters.a] setup = [1, 2]: expected a list of shell lines"),
+    ('colour = "blue"\n', "/cfg/config.toml:1: unknown key 'colour'"),
     ('default_cluster = "nope"\n[clusters.a]\n',
-     "/cfg/config.toml: default_cluster = 'nope' has no [clusters.nope]"),
-    ('clusters = 3\n', "/cfg/config.toml: clusters: expected tables [clusters.NAME]"),
-    ('[clusters."bad name"]\n', "/cfg/config.toml: [clusters.bad name]: expected a cluster name"),
+     "/cfg/config.toml:1: default_cluster = 'nope' has no [clusters.nope]"),
+    ('clusters = 3\n', "/cfg/config.toml:1: clusters: expected tables [clusters.NAME]"),
+    ('[clusters."bad name"]\n', "/cfg/config.toml:1: [clusters.'bad name']: expected a "
+                                 "cluster name"),
+    ('[clusters.ok]\n[clusters.b]\ncpus = 1\n[clusters."b".x]\ncpus = 0\n',
+     "/cfg/config.toml:4: [clusters.b] unknown key 'x'"),
+    ('[clusters]\na.cpus = 0\n', "/cfg/config.toml: [clusters.a] cpus = 0: expected a whole"),
 ])
 def test_bad_values_name_file_key_and_expectation(text: str, expected: str) -> None:
     assert error_of(text).startswith(expected)
@@ -275,8 +280,8 @@ def test_config_show_reports_values_and_sources(tmp_path: Path, clean_env) -> No
 
 @pytest.mark.parametrize("content,expected", [
     ('[clusters.a]\nlogin = \n', r"c\.toml:2: invalid TOML: "),
-    ('[clusters.a]\ntime = "forever"\n', r"c\.toml: \[clusters\.a\] time = 'forever': expected"),
-    ('[clusters.a]\nwhatever = 1\n', r"c\.toml: \[clusters\.a\] unknown key 'whatever'"),
+    ('[clusters.a]\ntime = "forever"\n', r"c\.toml:2: \[clusters\.a\] time = 'forever': expected"),
+    ('[clusters.a]\nwhatever = 1\n', r"c\.toml:2: \[clusters\.a\] unknown key 'whatever'"),
     (b'\xff\xfe', r"c\.toml: not UTF-8 text"),
 ])
 def test_bad_config_through_cli_is_one_line(tmp_path: Path, clean_env, content,
