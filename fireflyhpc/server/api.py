@@ -162,13 +162,13 @@ def quit_all_servers(pid: int | None = None, timeout: float = 10.0) -> list[int]
         log.warning("no fireflyhpc server with pid %s is running", pid)
     processes = []
     for path, entry in targets:
-        if not is_alive(entry):
-            unregister(path)
-            continue
         try:
+            # psutil.Process remembers the create time it saw, and refuses to
+            # signal a different process that later got the same pid.
             proc = psutil.Process(entry.pid)
-            proc.terminate()
-            processes.append(proc)
+            if is_alive(entry) and abs(proc.create_time() - entry.create_time) < 0.01:
+                proc.terminate()
+                processes.append(proc)
         except psutil.NoSuchProcess:
             pass
         unregister(path)

@@ -45,7 +45,11 @@ WAITRESS_SETTINGS: dict[str, Any] = {
 
 
 class _Stop(BaseException):
-    """Raised in the main thread by the SIGTERM handler to end the loop."""
+    """Raised in the main thread by the SIGTERM/SIGHUP handler to end the loop."""
+
+
+# SIGHUP too: the SSH session that started a server on a compute node may hang up.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -145,7 +149,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> None:
-    """Serve ``app`` on ``listener`` until SIGINT or SIGTERM; clean up always.
+    """Serve ``app`` on ``listener`` until SIGINT, SIGTERM or SIGHUP; clean up always.
 
     Once listening it records itself in the registry, writes the ready file and
     prints the token URL as one stdout line. Returns normally on a signal.
@@ -157,7 +161,7 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
     server = waitress.create_server(app, sockets=[listener.sock], **WAITRESS_SETTINGS)
     base = listener.base_url()
     entry: Path | None = None
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
     try:
         if options.register:
             entry = registry.register(listener.host, listener.port, base, options.token)
@@ -171,7 +175,8 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
     except (KeyboardInterrupt, _Stop):
         log.info("stopping")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.close()
         if entry is not None:
             registry.unregister(entry)

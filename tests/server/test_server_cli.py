@@ -69,14 +69,18 @@ def test_url_line_ready_file_and_registry(data_tree: Path, tmp_path: Path,
     assert not list((private_registry / "servers").glob("server-*.json"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_exit_cleanly(data_tree: Path, tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_exit_cleanly(data_tree: Path, tmp_path: Path, private_registry: Path,
+                              sig: int) -> None:
     serve = start_serve([str(data_tree)], tmp_path)
     children = psutil.Process(serve.process.pid).children(recursive=True)
     assert children == []  # one process: no reloader, no workers
+    assert serve.ready_file.exists()
     assert stop_serve(serve, sig) == 0
     _, err = serve.process.communicate(timeout=30)
     assert "Traceback" not in err
+    assert not serve.ready_file.exists()
+    assert not list((private_registry / "servers").glob("server-*.json"))
 
 
 def test_token_from_environment_never_on_command_line(data_tree: Path, tmp_path: Path) -> None:
