@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import threading
+import time
 from typing import Callable, Protocol
 
 from fireflyhpc.errors import FireflyHPCError, TunnelError
@@ -87,6 +88,7 @@ class Tunnel:
         self._wake = threading.Event()
         self._clients: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
+        self._probes_ok = 0  # successful probes so far (a path proven alive again)
         self.reconnects = 0
 
     # -- lifecycle ------------------------------------------------------------
@@ -164,9 +166,11 @@ class Tunnel:
                 pass
 
     def _serve_one(self, client: socket.socket) -> None:
-        deadline_wait = self._wait_for_path
-        for _attempt in range(3):
-            path = self._wait_path(deadline_wait)
+        deadline = time.monotonic() + self._wait_for_path
+        broken: Path | None = None
+        checked = -1
+        for _attempt in range(4):
+            path = self._wait_path(deadline - time.monotonic(), broken, checked)
             if path is None:
                 reason = ("the tunnel is closing" if self._stopping.is_set() else
                           f"the path to {self.target} is down and still reconnecting")
@@ -182,20 +186,23 @@ class Tunnel:
                 return
             except PathBroken as exc:
                 log.info("could not open a channel (%s); checking the path", exc)
-                self._suspect(path)
+                with self._cond:
+                    broken, checked = path, self._probes_ok
+                self._wake.set()  # the supervisor probes now and drops the path if dead
         refuse(client, f"could not open a channel to {self.target}")
 
-    def _wait_path(self, timeout: float) -> Path | None:
+    def _wait_path(self, timeout: float, broken: Path | None, checked: int) -> Path | None:
+        """A usable path: not ``broken``, unless a probe passed after ``checked``."""
+        def usable() -> bool:
+            if self._stopping.is_set() or self._path is None:
+                return self._stopping.is_set()
+            return self._path is not broken or self._probes_ok > checked
+
         with self._cond:
-            self._cond.wait_for(lambda: self._path is not None or self._stopping.is_set(),
-                                timeout=timeout)
-            return None if self._stopping.is_set() else self._path
+            self._cond.wait_for(usable, timeout=max(timeout, 0))
+            return None if self._stopping.is_set() or not usable() else self._path
 
     # -- keepalive and reconnect ------------------------------------------------
-
-    def _suspect(self, path: Path) -> None:
-        """Ask the supervisor to probe ``path`` now (it drops it if dead)."""
-        self._wake.set()
 
     def _drop(self, path: Path, why: str) -> None:
         with self._cond:
@@ -224,6 +231,10 @@ class Tunnel:
                 path.probe(self._probe_timeout)
             except Exception as exc:  # any failure means the path is unusable
                 self._drop(path, f"no answer to keepalive: {exc}")
+            else:
+                with self._cond:
+                    self._probes_ok += 1
+                    self._cond.notify_all()
 
     def _reconnect(self) -> bool:
         try:

@@ -17,14 +17,17 @@ makes them exit; :meth:`OpenSSHPath.probe` also asks each master ``-O check``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from dataclasses import dataclass
@@ -158,7 +161,9 @@ class OpenSSHPath:
         """Hand ``sock`` to a mux client of the last master; wait until it ends."""
         proc = self._spawn(sock)
         _, err = proc.communicate()
-        self._judge(proc.returncode, err)
+        # Raises (leaving sock open for the engine to answer or retry) only if the
+        # master never touched the connection.
+        self._judge(proc.returncode, err, untouched=untouched(sock) and not _at_eof(sock))
         _close(sock)
 
     def check_target(self, settle: float = 3.0) -> None:
@@ -177,7 +182,7 @@ class OpenSSHPath:
                 proc.kill()
                 proc.communicate()
                 return
-            self._judge(proc.returncode, err)
+            self._judge(proc.returncode, err, untouched=False)
         finally:
             _close(ours)
             _close(theirs)
@@ -191,15 +196,19 @@ class OpenSSHPath:
         except OSError as exc:
             raise PathBroken(f"cannot run ssh: {exc}") from exc
 
-    def _judge(self, returncode: int, err: bytes) -> None:
-        """Raise TargetRefused/PathBroken for a failed mux client; nothing if it succeeded."""
-        if returncode == 0:
-            return
+    def _judge(self, returncode: int, err: bytes, *, untouched: bool) -> None:
+        """Raise TargetRefused/PathBroken for a mux client that never forwarded anything.
+
+        ``untouched``: no byte of the connection was read or written by the
+        master, so it may be answered locally or retried on another path.
+        """
         text = err.decode("utf-8", "replace").strip()
+        if returncode == 0 and not untouched:
+            return
         if "open refused" in text or "open failed" in text:
             raise TargetRefused(self._refusal_reason())
-        if any(marker in text for marker in _NOT_STARTED):
-            raise PathBroken(text.splitlines()[-1])
+        if untouched or any(marker in text for marker in _NOT_STARTED):
+            raise PathBroken(text.splitlines()[-1] if text else f"ssh exited {returncode}")
         # The forward was running and ended badly (the master died mid-way): the
         # connection is over; the supervisor's probe notices a dead path.
         log.debug("forward ended: %s", text or f"ssh exited {returncode}")
@@ -258,6 +267,31 @@ def _start(options: OpenSSHOptions, control: str, args: list[str], label: str) -
     master = Master(argv, control, label)
     master.wait_ready(options.mux(control))
     return master
+
+
+def untouched(sock: socket.socket) -> bool:
+    """True if nobody consumed or wrote a byte of ``sock`` since it was accepted.
+
+    Linux: everything the client sent is still queued (SIOCINQ equals
+    tcpi_bytes_received) and nothing was sent to it (tcpi_bytes_acked and
+    SIOCOUTQ are 0). Elsewhere: False (never retry what may have been used).
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        acked, received = struct.unpack_from("=QQ", info, 120)
+        queued_in = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        queued_out = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, AttributeError, struct.error):
+        return False
+    return acked == 0 and queued_out == 0 and queued_in == received
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    """True if the local client has closed its side (a browser preconnect, say)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except OSError:
+        return False
 
 
 def _close(sock: socket.socket) -> None:

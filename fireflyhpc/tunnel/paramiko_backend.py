@@ -14,7 +14,8 @@ import paramiko
 
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh import SSHConnection
-from fireflyhpc.tunnel.paramiko_path import ParamikoPath, direct_tcpip, tune_transport
+from fireflyhpc.tunnel.paramiko_path import (OpenFailureLog, ParamikoPath, direct_tcpip,
+                                              last_open_failure, tune_transport)
 from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ def open_path(req: "TunnelRequest", hop: str) -> ParamikoPath:
         try:
             node = login.connect_to(req.node)
         except SSHError as exc:
+            why = last_open_failure()
+            if why:  # the login node could not even reach the node's sshd
+                raise NodeSSHError(f"{req.login} cannot reach {req.node} port 22: connect "
+                                   f"failed: {why}") from exc
             raise NodeSSHError(exc.message, hint=exc.hint) from exc
         _tune_live(node.transports)
         inner = node.transport
@@ -62,10 +67,16 @@ def open_path(req: "TunnelRequest", hop: str) -> ParamikoPath:
 
 
 def _tune_live(transports: tuple[paramiko.Transport, ...]) -> None:
-    """Apply our window sizes and TCP_NODELAY to already running transports.
+    """Apply our window sizes and TCP_NODELAY to already running transports, and
+    route their logs through :class:`OpenFailureLog`.
 
     The SSH layer picks ciphers at handshake; what is left to tune afterwards is
     what new channels advertise (window, packet size) and the socket.
     """
     for transport in transports:
         tune_transport(transport)
+        name = f"paramiko.transport.ffhpc{id(transport):x}"
+        transport.set_log_channel(name)
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, OpenFailureLog) for h in logger.handlers):
+            logger.addHandler(OpenFailureLog())

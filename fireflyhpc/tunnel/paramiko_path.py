@@ -98,7 +98,8 @@ class ParamikoPath:
             return self._open_channel()
         except paramiko.ChannelException as exc:
             # codes 1 (prohibited) 2 (connect failed) 3 (unknown type)
-            raise TargetRefused(exc.text or f"channel open failed (code {exc.code})") from exc
+            reason = last_open_failure() or exc.text or f"channel open failed (code {exc.code})"
+            raise TargetRefused(f"connect failed: {reason}") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise PathBroken(str(exc) or type(exc).__name__) from exc
 
@@ -119,6 +120,30 @@ class ParamikoPath:
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+
+
+class OpenFailureLog(logging.Handler):
+    """Keeps the reason paramiko only logs when a channel open fails.
+
+    paramiko raises ChannelException with a generic text ("Connect failed") and
+    logs the server's own reason ("Connection refused", "Name or service not
+    known"); this handler keeps that last reason for the error message. Its
+    presence also keeps such lines off the user's terminal.
+    """
+
+    last_reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "open FAILED:" in message:
+            OpenFailureLog.last_reason = message.split("open FAILED:", 1)[1].rsplit(":", 1)[0]
+        log.debug("%s", message)
+
+
+def last_open_failure() -> str | None:
+    """The reason the server gave for the last failed channel open, if it was logged."""
+    reason, OpenFailureLog.last_reason = OpenFailureLog.last_reason, None
+    return reason.strip() if reason else None
 
 
 class _ChannelAdapter:

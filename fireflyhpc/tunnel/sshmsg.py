@@ -33,13 +33,17 @@ def ssh_error_from_stderr(label: str, lines: Sequence[str]) -> SSHError:
             fingerprint = f"{match.group(1)} {match.group(2)}"
     joined = "\n".join(plain)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in joined or "has changed and you have" in joined:
-        return SSHError(f"host key for {label} has CHANGED (now {fingerprint or 'unknown'}); "
-                        "refusing to connect: this may be an attack",
-                        hint="if the host was reinstalled, remove its old key from known_hosts")
+        return SSHError(f"HOST KEY CHANGED for {label}: it offered {fingerprint or 'a key'}, "
+                        "which differs from the one in known_hosts; someone may be intercepting "
+                        "the connection (man-in-the-middle attack), or the host was "
+                        "reinstalled; refusing to connect",
+                        hint="if you are sure the new key is right, remove the old one from "
+                             "known_hosts (ssh-keygen -R HOST)")
     if "host key is known for" in joined or "Host key verification failed" in joined:
-        shown = f" (fingerprint {fingerprint})" if fingerprint else ""
-        return SSHError(f"unknown host key for {label}{shown}; refusing to connect",
-                        hint=f"check the fingerprint, then run again with {ACCEPT_FLAG}")
+        shown = f": {fingerprint}" if fingerprint else ""
+        return SSHError(f"host key for {label} is not known{shown}; refusing to connect",
+                        hint=f"check the fingerprint with your admins, then run again with "
+                             f"{ACCEPT_FLAG} to trust it")
     for pattern, message in _KNOWN:
         for line in plain:
             match = re.search(pattern, line)
