@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import GAS_BYTES, start_serve, stop_serve
+from serverkit import GAS_BYTES, start_serve, stop_serve
 
 from fireflyhpc.errors import ExitStatus
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import GAS_BYTES, LiveServer, start_in_process
+from serverkit import GAS_BYTES, LiveServer, start_in_process
 
 from fireflyhpc.datasets import discover
 from fireflyhpc.server.app import create_app

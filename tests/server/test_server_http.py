@@ -7,7 +7,7 @@ import json
 from email.utils import formatdate
 
 import pytest
-from conftest import GAS_BYTES, SECRET, LiveServer
+from serverkit import GAS_BYTES, SECRET, LiveServer
 
 from fireflyhpc.server.auth import cookie_name
 
