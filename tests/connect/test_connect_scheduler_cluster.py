@@ -93,3 +93,24 @@ def test_pending_job_shows_its_reason_and_start_estimate(cluster, slurm: Schedul
     slurm.cancel([held, filler])
     after = slurm.poll([held, filler])
     assert all(j is None or j.state.finished for j in after.values())
+
+
+def test_scheduler_over_the_ssh_layer(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The SSH layer's SSHConnection.run plugs in as the runner as it is (it raises
+    RemoteCommandError for non-zero exits; the Scheduler reads Slurm's words from it)."""
+    from fireflyhpc.ssh.connection import SSHConnection
+
+    with SSHConnection.open(cluster.login_host, ssh_config=str(cluster.ssh_config)) as conn:
+        scheduler = Scheduler(conn.run, where=cluster.login_host)
+        assert {p.name for p in scheduler.partitions()} == set(cluster.partitions)
+        with pytest.raises(SchedulerError, match="Invalid partition name specified"):
+            scheduler.submit(job_script(cluster, partition="nosuchpartition"))
+        job_id = scheduler.submit(job_script(cluster, job_name="ff-sched-ssh"))
+        try:
+            job = scheduler.wait_running(job_id, timeout=90, backoff=FAST)
+            assert job.nodes and job.nodes[0] in cluster.nodes
+        finally:
+            scheduler.cancel([job_id])
+        after = scheduler.poll([job_id])[job_id]
+        assert after is None or after.state.finished
+        cluster.ssh(cluster.login_host, ["rm", "-f", f"fireflyhpc-{job_id}.out"])
