@@ -1,0 +1,311 @@
+"""Starting and stopping the payload web server on a compute node.
+
+The payload runs as the user, inside the job's environment (the profile's setup
+lines), in its own session and process group (``setsid``), so stopping it means
+signalling that whole group. Everything it leaves on disk lives in one 0700 run
+folder in the user's cluster home, ``~/.fireflyhpc/run/<job>-<session>/``.
+
+How the pieces travel, so that nothing secret is on a command line:
+
+- the shell script is a constant; the payload argv and the run folder are its
+  positional arguments (``sh -c SCRIPT sh ARG...``), quoted once, at the SSH
+  boundary (:func:`fireflyhpc.ssh.remote.build_command`);
+- the access token is the first line of the script's stdin; the script exports it
+  as ``FIREFLYHPC_TOKEN`` for the server (only the user can read a process's
+  environment). A token file (0600) is written only when a session is detached,
+  so that a later ``connect --job`` can reuse the server;
+- the port is picked by the server itself (``--port 0``) and read back from its
+  ready file: no pick-then-bind race.
+
+Pure builders (:func:`payload_argv`, :func:`start_script`) are separated from the
+calls that run them (:func:`start_payload`, :func:`stop_payload`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
+
+log = logging.getLogger(__name__)
+
+RUN_ROOT = ".fireflyhpc/run"  # relative to the remote $HOME
+READY_TIMEOUT = 60.0  # seconds the server may take to start listening
+_RUN_NAME = re.compile(r"[0-9]+(?:_[0-9]+)?-[0-9a-f]{8}")
+
+
+class Runner(Protocol):
+    """What the launcher needs from a connection (an :class:`~fireflyhpc.ssh.SSHConnection`)."""
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
+            input: bytes | str | None = None) -> object: ...  # noqa: A002
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """What to run on the node.
+
+    ``kind`` is ``builtin``, ``firefly`` or ``command`` (then ``command`` is the
+    user's one-line shell command containing ``{port}``).
+    """
+
+    kind: str = "builtin"
+    python: str = "python3"
+    setup: tuple[str, ...] = ()
+    data_dirs: tuple[str, ...] = ()
+    command: str | None = None
+    bind: str = "127.0.0.1"
+
+    @classmethod
+    def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
+        """The spec for a profile/flag ``payload`` value (builtin, firefly or a command)."""
+        if payload in ("builtin", "firefly"):
+            return cls(kind=payload, **values)  # type: ignore[arg-type]
+        return cls(kind="command", command=payload, **values)  # type: ignore[arg-type]
+
+    @property
+    def enforces_token(self) -> bool:
+        """False for a user command: fireflyhpc cannot make it check a token."""
+        return self.kind != "command"
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A payload server running on ``node``: its process group, port and run folder."""
+
+    node: str
+    pgid: int
+    port: int
+    run_name: str
+
+    @property
+    def run_dir(self) -> str:
+        """The run folder, relative to the remote home."""
+        return f"{RUN_ROOT}/{self.run_name}"
+
+
+def run_name(job_id: str, session_id: str) -> str:
+    """The run folder name of a session (validated: it becomes a remote path)."""
+    name = f"{job_id}-{session_id}"
+    if not _RUN_NAME.fullmatch(name):
+        raise ConfigError(f"bad job or session id for a run folder: {name!r}")
+    return name
+
+
+def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
+    """The argv of the fireflyhpc payload server (``builtin``/``firefly`` kinds).
+
+    No data folder means the demo galaxy. ``ready_file`` is relative to the
+    remote home (the server runs there).
+    """
+    if spec.kind not in ("builtin", "firefly"):
+        raise ValueError(f"payload_argv is for builtin/firefly, not {spec.kind!r}")
+    argv = [spec.python, "-m", "fireflyhpc", "serve", *spec.data_dirs]
+    if not spec.data_dirs:
+        argv.append("--demo")
+    argv += ["--port", "0", "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
+             "--app", "firefly" if spec.kind == "firefly" else "builtin"]
+    return argv
+
+
+# $1: run folder (relative to $HOME); $2: "server" or "command"; the rest: the argv of
+# the server, or (command) one shell command line. Prints "pid PID" then, for the
+# server, the ready file's JSON; for a command, "port PORT". Exit 3: it died early.
+START_SCRIPT = r"""
+cd || exit 4
+umask 077
+dir=$1; kind=$2; shift 2
+mkdir -p "$dir" || exit 4
+IFS= read -r FIREFLYHPC_TOKEN || exit 4
+export FIREFLYHPC_TOKEN
+{setup}
+cd || exit 4
+if [ "$kind" = command ]; then
+    port=$("$FIREFLYHPC_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 4
+    cmd=$(printf '%s\n' "$1" | sed "s/{{port}}/$port/g")
+    setsid sh -c "$cmd" >"$dir/server.log" 2>&1 </dev/null &
+else
+    setsid "$@" >"$dir/server.log" 2>&1 </dev/null &
+fi
+pid=$!
+echo "$pid" >"$dir/pgid"
+echo "pid $pid"
+i=0
+while [ "$i" -lt {ticks} ]; do
+    if [ "$kind" = command ]; then
+        "$FIREFLYHPC_PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && { echo "port $port"; exit 0; }
+    elif [ -s "$dir/ready.json" ]; then
+        cat "$dir/ready.json"; exit 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -n 15 "$dir/server.log" >&2; exit 3; }
+    sleep 0.2
+    i=$((i + 1))
+done
+tail -n 15 "$dir/server.log" >&2
+kill -TERM "-$pid" 2>/dev/null
+exit 5
+"""
+
+# $1: run folder; $2: process group. TERM the group, wait up to ~5 s, then KILL it;
+# remove the run folder. Only a group whose leader is recorded in the folder is touched.
+STOP_SCRIPT = r"""
+cd || exit 4
+dir=$1; pg=$2
+if [ -f "$dir/pgid" ] && [ "$(cat "$dir/pgid")" = "$pg" ]; then
+    kill -TERM "-$pg" 2>/dev/null
+    i=0
+    while kill -0 "-$pg" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "-$pg" 2>/dev/null
+fi
+rm -rf -- "$dir"
+"""
+
+ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
+
+# $1: job id. Prints "NAME PGID PORT NODE" for each run folder of that job that has a
+# token file (a detached server), one per line.
+FIND_SCRIPT = r"""
+cd || exit 0
+for d in .fireflyhpc/run/"$1"-*; do
+    [ -s "$d/token" ] && [ -s "$d/ready.json" ] && [ -s "$d/pgid" ] || continue
+    printf '%s %s %s\n' "${d##*/}" "$(cat "$d/pgid")" "$(tr -d '\n' <"$d/ready.json")"
+done
+"""
+
+
+def start_script(setup: Sequence[str], timeout: float = READY_TIMEOUT) -> str:
+    """The launch script with the profile's ``setup`` lines in place (pure)."""
+    body = "\n".join(setup) if setup else ":"
+    ticks = max(1, int(timeout / 0.2))
+    script = START_SCRIPT.replace("{ticks}", str(ticks)).replace("{{port}}", "{port}")
+    return script.replace("{setup}", body)
+
+
+def start_argv(spec: PayloadSpec, name: str, timeout: float = READY_TIMEOUT) -> list[str]:
+    """The argv (for the SSH layer to quote) that starts ``spec`` in run folder ``name``."""
+    run_dir = f"{RUN_ROOT}/{name}"
+    script = start_script(spec.setup, timeout)
+    if spec.kind == "command":
+        assert spec.command is not None
+        return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
+                "command", spec.command]
+    return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
+            "server", *payload_argv(spec, f"{run_dir}/ready.json")]
+
+
+def parse_start_output(stdout: str, node: str, name: str) -> RemoteServer:
+    """The server a successful start script described; ServerError if unreadable."""
+    pgid = port = None
+    text = stdout.strip()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in ("pid", "port") and words[1].isdigit():
+            if words[0] == "pid":
+                pgid = int(words[1])
+            else:
+                port = int(words[1])
+    if "{" in text:  # the ready file's JSON, possibly over several lines
+        try:
+            port = int(json.loads(text[text.index("{"):])["port"])
+        except (ValueError, KeyError, TypeError):
+            port = None
+    if pgid is None or port is None:
+        raise ServerError(f"the payload on {node} did not report its pid and port: "
+                          f"{text[:200]!r}")
+    return RemoteServer(node=node, pgid=pgid, port=port, run_name=name)
+
+
+def start_payload(conn: Runner, spec: PayloadSpec, *, node: str, name: str, token: str,
+                  timeout: float = READY_TIMEOUT) -> RemoteServer:
+    """Start ``spec`` on the node ``conn`` runs on, wait until it listens, return it.
+
+    The token goes on stdin. Raises ServerError (with the tail of the server's log)
+    if it dies or does not listen within ``timeout`` s; SSHError if the connection fails.
+    """
+    argv = start_argv(spec, name, timeout)
+    try:
+        result = conn.run(argv, input=token + "\n", timeout=timeout + 30)
+    except RemoteCommandError as exc:
+        tail = " | ".join(line for line in exc.stderr.strip().splitlines()[-6:] if line)
+        why = {3: "exited at once", 4: "could not be set up", 5: f"did not listen within "
+               f"{timeout:g} s"}.get(exc.exit_code, f"failed (exit {exc.exit_code})")
+        hint = None
+        if "No module named" in exc.stderr:
+            hint = (f"fireflyhpc is missing on the cluster for {spec.python}: run "
+                    "`fireflyhpc remote-install --cluster NAME`, or set python = in the profile")
+        elif "not found" in exc.stderr:
+            hint = "check the profile's python and setup lines"
+        raise ServerError(f"the payload on {node} {why}: {tail or 'no output'}", hint=hint) \
+            from None
+    try:
+        server = parse_start_output(getattr(result, "stdout", ""), node, name)
+    except ServerError:
+        pgid = _first_pid(getattr(result, "stdout", ""))
+        if pgid is not None:  # started but unreadable: do not leave it behind
+            conn.run(["sh", "-c", STOP_SCRIPT, "sh", f"{RUN_ROOT}/{name}", str(pgid)],
+                     check=False, timeout=30)
+        raise
+    log.info("payload started on %s: process group %d, port %d", node, server.pgid, server.port)
+    return server
+
+
+def _first_pid(stdout: str) -> int | None:
+    for line in stdout.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "pid" and words[1].isdigit():
+            return int(words[1])
+    return None
+
+
+def stop_payload(conn: Runner, server: RemoteServer, *, timeout: float = 30.0) -> None:
+    """End the server's whole process group and remove its run folder.
+
+    Raises SSHError or RemoteCommandError if the node could not be reached.
+    """
+    conn.run(["sh", "-c", STOP_SCRIPT, "sh", server.run_dir, str(server.pgid)],
+             timeout=timeout)
+    log.info("payload stopped on %s (process group %d)", server.node, server.pgid)
+
+
+def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) -> bool:
+    """True while any process of the server's group lives. Raises SSHError if unreachable."""
+    result = conn.run(["sh", "-c", ALIVE_SCRIPT, "sh", str(server.pgid)], check=False,
+                      timeout=timeout)
+    return getattr(result, "exit_code", 1) == 0
+
+
+def keep_token(conn: Runner, server: RemoteServer, token: str) -> None:
+    """Leave the token in the run folder (0600) so a later connect can reuse the server."""
+    write = getattr(conn, "write_file")
+    write(f"{server.run_dir}/token", token + "\n")
+
+
+def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, str] | None:
+    """A detached server of ``job_id`` (with its token), if one is recorded and alive."""
+    result = conn.run(["sh", "-c", FIND_SCRIPT, "sh", job_id], check=False, timeout=30)
+    for line in getattr(result, "stdout", "").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) != 3 or not _RUN_NAME.fullmatch(parts[0]) or not parts[1].isdigit():
+            continue
+        try:
+            port = int(json.loads(parts[2])["port"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        server = RemoteServer(node=node, pgid=int(parts[1]), port=port, run_name=parts[0])
+        if not payload_alive(conn, server):
+            continue
+        token = conn.run(["cat", "--", f"{server.run_dir}/token"], timeout=30)
+        value = getattr(token, "stdout", "").strip()
+        if value:
+            return server, value
+    return None
+
+
+def describe(argv: Sequence[str]) -> str:
+    """A readable form of a launch argv (for --debug logs; carries no secret)."""
+    return shlex.join(argv)

@@ -1,0 +1,106 @@
+"""`fireflyhpc stop`: end recorded sessions as Ctrl-C would.
+
+A session whose connect process runs here gets SIGTERM (it cleans up itself) and
+is waited for. A detached session has no process: its server's process group is
+ended over SSH, and its job cancelled if fireflyhpc submitted it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Iterator
+
+import psutil
+
+from fireflyhpc import launch
+from fireflyhpc.errors import FireflyHPCError, SSHError
+from fireflyhpc.sessions import Liveness, SessionRecord, SessionStore, check_id, liveness
+
+log = logging.getLogger(__name__)
+
+WAIT_FOR_CONNECT = 40.0  # seconds a signalled connect may take to clean up
+
+
+def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
+                  config: str | None = None, store: SessionStore | None = None) -> Iterator[str]:
+    """Stop session ``session_id`` (all sessions if None); yield one line per session.
+
+    Raises FireflyHPCError for an unknown id, or when a session could not be ended.
+    """
+    store = store or SessionStore()
+    if session_id is not None:
+        record = store.get(check_id(session_id))
+        if record is None:
+            raise FireflyHPCError(f"no session {session_id}", hint="see `fireflyhpc status`")
+        records = [record]
+    else:
+        records = store.list()
+        if not records:
+            yield "no sessions"
+            return
+    failures = []
+    for record in records:
+        try:
+            yield stop_one(record, store, ssh_config=ssh_config)
+        except FireflyHPCError as exc:
+            failures.append(f"{record.id}: {exc}")
+    if failures:
+        raise FireflyHPCError("could not stop " + "; ".join(failures))
+
+
+def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None) -> str:
+    """End one session; return what was done. Raises FireflyHPCError on failure."""
+    state = liveness(record)
+    if state is Liveness.DEAD:
+        store.remove(record.id)
+        return f"{record.id}: its connect process was already gone; entry removed"
+    if record.detached:
+        return _stop_detached(record, store, ssh_config)
+    if state is Liveness.UNKNOWN:
+        raise FireflyHPCError(f"session runs on {record.hostname}; stop it there")
+    return _signal_connect(record, store)
+
+
+def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
+    try:
+        proc = psutil.Process(record.pid)
+        os.kill(record.pid, signal.SIGTERM)
+        proc.wait(timeout=WAIT_FOR_CONNECT)
+    except psutil.NoSuchProcess:
+        pass
+    except ProcessLookupError:
+        pass
+    except psutil.TimeoutExpired:
+        raise FireflyHPCError(f"connect (pid {record.pid}) is still cleaning up after "
+                              f"{WAIT_FOR_CONNECT:g} s") from None
+    store.remove(record.id)  # normally gone already: connect removes it itself
+    return f"{record.id}: stopped (job {record.job_id} on {record.node})"
+
+
+def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:
+    from fireflyhpc.scheduler import Scheduler
+    from fireflyhpc.ssh import SSHConnection
+
+    if not (record.login and record.node and record.job_id and record.remote_pgid):
+        store.remove(record.id)
+        return f"{record.id}: incomplete entry removed"
+    done = []
+    with SSHConnection.open(record.login, ssh_config=ssh_config) as login:
+        server = launch.RemoteServer(node=record.node, pgid=record.remote_pgid,
+                                     port=record.remote_port or 0,
+                                     run_name=launch.run_name(record.job_id, record.id))
+        try:
+            launch.stop_payload(login.connect_to(record.node), server)
+            done.append(f"server on {record.node} stopped")
+        except SSHError as exc:
+            log.warning("cannot reach %s to stop the server: %s", record.node, exc)
+            done.append(f"server on {record.node} unreachable (the job's end stops it)")
+        if record.submitted_by_us:
+            scheduler = Scheduler(lambda argv, input=None: login.run(
+                argv, input=input, check=False, timeout=120), where=record.login)
+            scheduler.cancel([record.job_id])
+            done.append(f"job {record.job_id} cancelled")
+    store.remove(record.id)
+    return f"{record.id}: " + ", ".join(done)

@@ -1,0 +1,134 @@
+"""Pure pieces of connect: the launch argv and script, the waiting line, end messages.
+
+The launch script is also run for real, in a local /bin/sh, against a real
+`fireflyhpc serve` (token on stdin, port read back, whole group stopped).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fireflyhpc import jobwatch, launch
+from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
+
+
+def test_payload_argv_builtin_demo_and_data() -> None:
+    spec = launch.PayloadSpec(python="/opt/py/bin/python")
+    assert launch.payload_argv(spec, ".fireflyhpc/run/1-abcdef01/ready.json") == [
+        "/opt/py/bin/python", "-m", "fireflyhpc", "serve", "--demo", "--port", "0", "--host",
+        "127.0.0.1", "--no-browser", "--ready-file", ".fireflyhpc/run/1-abcdef01/ready.json",
+        "--app", "builtin"]
+    spec = launch.PayloadSpec(kind="firefly", data_dirs=("sims/a b", "x"))
+    argv = launch.payload_argv(spec, "r.json")
+    assert argv[4:6] == ["sims/a b", "x"] and "--demo" not in argv
+    assert argv[-2:] == ["--app", "firefly"]
+
+
+def test_token_never_in_the_launch_argv() -> None:
+    spec = launch.PayloadSpec.from_setting("builtin", python="python3", setup=("module load x",))
+    argv = launch.start_argv(spec, launch.run_name("12", "0123abcd"))
+    joined = shlex.join(argv)
+    assert "FIREFLYHPC_TOKEN=" not in joined and "--token" not in joined
+    assert "module load x" in argv[4]  # setup lines are part of the constant script
+
+
+def test_run_name_is_validated() -> None:
+    assert launch.run_name("7_3", "deadbeef") == "7_3-deadbeef"
+    for job in ("1;rm -rf ~", "../x", ""):
+        with pytest.raises(ConfigError):
+            launch.run_name(job, "deadbeef")
+
+
+def test_parse_start_output_multiline_ready_json() -> None:
+    out = 'pid 4242\n{\n  "version": 1,\n  "pid": 4242,\n  "port": 39001\n}\n'
+    server = launch.parse_start_output(out, "node1", "1-deadbeef")
+    assert (server.pgid, server.port, server.run_dir) == (4242, 39001,
+                                                          ".fireflyhpc/run/1-deadbeef")
+    assert launch.parse_start_output("pid 5\nport 8123\n", "n", "1-deadbeef").port == 8123
+    with pytest.raises(ServerError):
+        launch.parse_start_output("pid 5\n", "n", "1-deadbeef")
+
+
+def test_status_text_and_hopeless_reasons() -> None:
+    job = JobInfo(job_id="9", state=JobState.PENDING, reason="Resources")
+    est = StartEstimate(job_id="9", start_time=datetime(2030, 1, 1, 12, 0, 5), nodes=(),
+                        reason="Resources")
+    text = jobwatch.status_text("9", job, est, 65, now=datetime(2030, 1, 1, 11, 0))
+    assert text == "job 9, PENDING, reason: Resources, expected start: 12:00:05, waited 1:05"
+    assert jobwatch.hopeless_reason(job) is None
+    bad = JobInfo(job_id="9", state=JobState.PENDING, reason="PartitionTimeLimit")
+    assert jobwatch.hopeless_reason(bad) == "PartitionTimeLimit"
+
+
+def test_end_messages_and_warning_time() -> None:
+    assert "time limit" in jobwatch.end_message("3", None, 5.0)
+    assert "cancelled" in jobwatch.end_message("3", None, 600.0)
+    assert "time limit" in jobwatch.end_message(
+        "3", JobInfo(job_id="3", state=JobState.TIMEOUT), None)
+    assert jobwatch.warn_before(3600) == 300 and jobwatch.warn_before(60) == 15
+    assert jobwatch.clock_text(3725) == "1:02:05" and jobwatch.clock_text(None) == "-"
+
+
+def test_node_names_with_shell_characters_are_refused() -> None:
+    for node in ("node1;id", "$(id)", "-oProxyCommand=x", "a b", "node1\n"):
+        with pytest.raises(ConfigError):
+            jobwatch.check_node(node)
+
+
+class LocalRunner:
+    """Runs launch argv on this machine in a real shell, like sshd would (cwd = HOME)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def run(self, argv, *, timeout=None, check=True, input=None):  # type: ignore[no-untyped-def]
+        from fireflyhpc.errors import RemoteCommandError
+        from fireflyhpc.ssh import Result
+
+        env = {**os.environ, "HOME": str(self.home)}
+        proc = subprocess.run(["sh", "-c", shlex.join(argv)], input=input, text=True,
+                              capture_output=True, timeout=timeout, env=env, cwd=self.home)
+        if check and proc.returncode != 0:
+            raise RemoteCommandError(list(argv), proc.returncode, proc.stderr)
+        return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_launch_script_runs_a_real_server_and_stops_its_group(tmp_path: Path) -> None:
+    runner = LocalRunner(tmp_path)
+    spec = launch.PayloadSpec(python=sys.executable)
+    token = "t0k3n-" + "x" * 30
+    server = launch.start_payload(runner, spec, node="local", name="1-0123abcd", token=token)
+    try:
+        proc = psutil.Process(server.pgid)
+        assert os.getpgid(server.pgid) == server.pgid  # its own process group
+        assert token not in " ".join(proc.cmdline())
+        assert launch.payload_alive(runner, server)
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/", headers={"Authorization": f"Bearer {token}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/datasets.json")
+        assert conn.getresponse().status == 403
+        conn.close()
+    finally:
+        launch.stop_payload(runner, server)
+    assert not psutil.pid_exists(server.pgid) or psutil.Process(server.pgid).status() == "zombie"
+    assert not (tmp_path / server.run_dir).exists()
+
+
+def test_launch_script_reports_an_early_death(tmp_path: Path) -> None:
+    spec = launch.PayloadSpec(python="/bin/false")
+    with pytest.raises(ServerError, match="exited at once"):
+        launch.start_payload(LocalRunner(tmp_path), spec, node="local", name="1-0123abcd",
+                             token="abc", timeout=10)
