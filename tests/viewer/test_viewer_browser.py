@@ -111,6 +111,20 @@ def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: P
     assert page.console_errors() == []
 
 
+def test_missing_file_is_reported(page: Page, tmp_path: Path,
+                                  http_server: Callable[[Path], str]) -> None:
+    """A file listed in filenames.json but absent: the page says so (state "error")."""
+    write_dataset(tmp_path / "in" / "broken", [ParticleGroup("P", ParticleData([1.0] * 30))],
+                  max_per_file=4)
+    export_site(tmp_path / "site", [tmp_path / "in" / "broken"])
+    (tmp_path / "site" / "data" / "broken" / "DataP001.ffly").unlink()
+    page.navigate(http_server(tmp_path / "site"))
+    assert page.wait_for(READY) == "error"
+    status = page.evaluate("document.getElementById('status').textContent")
+    assert "DataP001.ffly" in status and "404" in status
+    assert any("DataP001.ffly" in e for e in page.console_errors())
+
+
 def firefly_app_site(site: Path, datasets: list[Path]) -> None:
     """Firefly's own web app as a static site: its index.html and static/ (linked, not
     copied), with static/data/ holding our datasets and a startup.json listing them."""
@@ -181,8 +195,6 @@ def serve_env(demo_dataset: Path, tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("app", ["builtin", "firefly"])
 def test_serve_demo_through_token_url(page: Page, serve_env: dict[str, str], app: str) -> None:
     """`fireflyhpc serve --demo`: the token URL sets the cookie, the viewer draws the galaxy."""
-    if not shutil.which("fireflyhpc") and not Path(sys.executable).exists():
-        pytest.skip("fireflyhpc is not installed")
     proc, url = start_serve(["--demo", "--app", app], serve_env)
     try:
         assert "token=" in url and re.match(r"http://127\.0\.0\.1:\d+/", url)

@@ -291,9 +291,19 @@ function groupStyle(settings, name, index) {
   };
 }
 
+// Load one dataset; a newer choice (or a failure) bumps viewer.generation, which
+//  cancels this load: its late files are dropped and its errors ignored.
 async function loadDataset(entry) {
-  const generation = ++viewer.generation; // a newer choice cancels this load
+  const generation = ++viewer.generation;
   const current = () => generation === viewer.generation;
+  try {
+    await loadFiles(entry, current);
+  } catch (err) {
+    if (current()) throw err;
+  }
+}
+
+async function loadFiles(entry, current) {
   releaseGroups();
   renderGroupList();
   Object.assign(window.fireflyViewer, { dataset: entry.name, particles: 0, expected: 0 });
@@ -339,6 +349,7 @@ async function loadDataset(entry) {
 }
 
 function fail(err) {
+  viewer.generation++; // files still arriving belong to a failed load: ignore them
   console.error("fireflyhpc viewer:", err.message || err);
   setState("error", String(err.message || err));
 }
