@@ -116,25 +116,21 @@ class Layout:
         """The laptop-side private key of ``user`` (public key: same path + .pub)."""
         return self.dir / f"id_{user}"
 
-    def sshd_pidfile(self, host: Host) -> Path:
-        return self.state / "run" / f"sshd-{host.name}.pid"
-
     def sshd_config(self, host: Host) -> Path:
         return self.state / "sshd" / f"sshd_config-{host.name}"
 
     def host_key(self, host: Host) -> Path:
         return self.state / "sshd" / f"ssh_host_ed25519_key-{host.name}"
 
-    @property
-    def slurmctld_pidfile(self) -> Path:
-        return self.state / "run" / "slurmctld.pid"
-
-    def slurmd_pidfile(self, node: Host) -> Path:
-        return self.state / "run" / f"slurmd-{node.name}.pid"
+    def pidfile(self, daemon: str, host: Host) -> Path:
+        """Where the bench records the pid of ``daemon`` (sshd, slurmd...) on ``host``."""
+        return self.state / "run" / f"bench-{daemon}-{host.name}.pid"
 
     @property
-    def munged_pidfile(self) -> Path:
-        return self.state / "run" / "munged.pid"
+    def daemons(self) -> list[tuple[str, Host]]:
+        """Every daemon the bench may start, as (program, host), in start order."""
+        return [*(("sshd", h) for h in self.hosts), ("munged", self.login),
+                ("slurmctld", self.login), *(("slurmd", n) for n in self.nodes)]
 
     @property
     def log_dir(self) -> Path:
@@ -171,7 +167,7 @@ def render_slurm_conf(layout: Layout) -> str:
         "CredType=cred/munge",
         f"StateSaveLocation={st}/slurmctld",
         f"SlurmdSpoolDir={st}/slurmd/%n",
-        f"SlurmctldPidFile={layout.slurmctld_pidfile}",
+        f"SlurmctldPidFile={st}/run/slurmctld.pid",
         f"SlurmdPidFile={st}/run/slurmd-%n.pid",
         f"SlurmctldLogFile={layout.log_dir}/slurmctld.log",
         f"SlurmdLogFile={layout.log_dir}/slurmd-%n.log",
@@ -220,7 +216,7 @@ def render_sshd_config(layout: Layout, host: Host) -> str:
         MARKER,
         "Port 22",
         f"HostKey {layout.host_key(host)}",
-        f"PidFile {layout.sshd_pidfile(host)}",
+        f"PidFile {layout.state / 'run' / f'sshd-{host.name}.pid'}",
         "AuthorizedKeysFile .ssh/authorized_keys",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",

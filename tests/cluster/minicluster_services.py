@@ -113,7 +113,7 @@ def start_sshd(layout: Layout, host: Host) -> None:
     config.write_text(render_sshd_config(layout, host))
     run(["/usr/sbin/sshd", "-t", "-f", str(config)])
     start_daemon(as_host(host, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)]),
-                 layout.state / "run" / f"bench-sshd-{host.name}.pid",
+                 layout.pidfile("sshd", host),
                  layout.log_dir / f"sshd-{host.name}.log")
 
 
@@ -153,7 +153,7 @@ def start_munge(layout: Layout) -> None:
     argv = ["setpriv", "--reuid", "munge", "--regid", "munge", "--init-groups", "--",
             "/usr/sbin/munged", "-F", "--force"]
     # On login1 with its hostname, so credentials name a resolvable origin.
-    start_daemon(as_host(layout.login, argv), layout.munged_pidfile,
+    start_daemon(as_host(layout.login, argv), layout.pidfile("munged", layout.login),
                  layout.log_dir / "munged.out")
     wait_for("munged", munge_works, 20)
 
@@ -186,13 +186,13 @@ def start_slurm(layout: Layout) -> None:
     install_conf(SLURM_CONF, render_slurm_conf(layout))
     install_conf(CGROUP_CONF, render_cgroup_conf(layout))
     start_daemon(as_host(layout.login, ["/usr/sbin/slurmctld", "-D", "-i"]),
-                 layout.state / "run" / "bench-slurmctld.pid",
+                 layout.pidfile("slurmctld", layout.login),
                  layout.log_dir / "slurmctld.out")
     wait_for("slurmctld", lambda: run(in_netns(layout.login.netns, ["scontrol", "ping"]),
                                       check=False).returncode == 0, 30)
     for node in layout.nodes:
         start_daemon(as_host(node, ["/usr/sbin/slurmd", "-D", "-N", node.name]),
-                     layout.state / "run" / f"bench-slurmd-{node.name}.pid",
+                     layout.pidfile("slurmd", node),
                      layout.log_dir / f"slurmd-{node.name}.out")
 
 
@@ -226,15 +226,10 @@ def check_ssh(layout: Layout) -> None:
 
 # -- teardown ---------------------------------------------------------------------------
 
-BENCH_PIDFILES = ("bench-slurmd-node1.pid", "bench-slurmd-node2.pid", "bench-slurmctld.pid",
-                  "bench-sshd-login1.pid", "bench-sshd-node1.pid", "bench-sshd-node2.pid",
-                  "munged.pid")
-
-
 def stop_daemons(layout: Layout) -> None:
     """Stop every daemon the bench recorded a pid for (namespaces are handled elsewhere)."""
-    pids = [pid for name in BENCH_PIDFILES
-            if (pid := read_pid(layout.state / "run" / name)) is not None]
+    pids = [pid for daemon, host in layout.daemons
+            if (pid := read_pid(layout.pidfile(daemon, host))) is not None]
     if pids:
         kill_pids(pids)
 
@@ -252,12 +247,9 @@ def remove_files(layout: Layout) -> None:
 
 
 def component_pids(layout: Layout) -> dict[str, int | None]:
-    """What ``status`` lists: component name -> its live pid (None if not running)."""
-    run_dir = layout.state / "run"
-    comps: dict[str, int | None] = {}
-    for host in layout.hosts:
-        comps[f"sshd@{host.name}"] = read_pid(run_dir / f"bench-sshd-{host.name}.pid")
-    comps[f"slurmctld@{layout.login.name}"] = read_pid(run_dir / "bench-slurmctld.pid")
-    for node in layout.nodes:
-        comps[f"slurmd@{node.name}"] = read_pid(run_dir / f"bench-slurmd-{node.name}.pid")
-    return comps
+    """What ``status`` lists: "daemon@host" -> its live pid (None if not running).
+
+    munged is left out: a munged the bench did not start may serve the machine.
+    """
+    return {f"{daemon}@{host.name}": read_pid(layout.pidfile(daemon, host))
+            for daemon, host in layout.daemons if daemon != "munged"}

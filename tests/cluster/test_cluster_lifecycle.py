@@ -86,7 +86,7 @@ def leftovers(cluster, munged_pid: int | None, inodes: set[int]) -> list[str]:
 
 def recorded_munged_pid(cluster) -> int | None:
     try:
-        return int((cluster.dir / "state" / "run" / "munged.pid").read_text())
+        return int((cluster.dir / "state" / "run" / "bench-munged-login1.pid").read_text())
     except (OSError, ValueError):
         return None  # a munged the bench did not start serves the machine; not ours to stop
 
