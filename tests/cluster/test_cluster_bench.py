@@ -21,7 +21,7 @@ def job_info(cluster, job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", proc.stdout)) if proc.returncode == 0 else {}
 
 
-def wait_job_done(cluster, job_id: str, limit: float = 120) -> dict[str, str]:
+def wait_job_done(cluster, job_id: str, limit: float = 300) -> dict[str, str]:
     """Poll (bounded) until the job left PENDING/RUNNING/COMPLETING; return its info."""
     deadline = time.monotonic() + limit
     info: dict[str, str] = {}
@@ -207,7 +207,7 @@ def test_user_on_login1_reaches_nodes_with_the_cluster_key(cluster) -> None:
 
 
 def test_srun_spans_both_nodes(cluster) -> None:
-    proc = cluster.ssh("login1", ["srun", "-N2", "-t", "1", "hostname"], timeout=120)
+    proc = cluster.ssh("login1", ["srun", "-N2", "-t", "1", "hostname"], timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == ["node1", "node2"]
 

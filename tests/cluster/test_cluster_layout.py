@@ -87,3 +87,26 @@ def test_a_foreign_slurm_conf_is_set_aside_and_restored(tmp_path) -> None:
     restore_conf(conf)
     assert [p.name for p in tmp_path.iterdir()] == ["slurm.conf"]
     assert conf.read_text() == "ClusterName=real\n"
+
+
+MINICLUSTER = Path(__file__).resolve().parent / "minicluster"
+
+
+def test_minicluster_usage_errors_are_one_line_and_nonzero() -> None:
+    proc = subprocess.run([str(MINICLUSTER), "bogus"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert "invalid choice: 'bogus'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_minicluster_refuses_to_run_without_root() -> None:
+    import os
+    import shutil
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        import pytest
+        pytest.skip("needs root to drop to an unprivileged user")
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           "env", "PATH=/usr/bin:/bin", str(MINICLUSTER), "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout.strip()) == (
+        1, "minicluster: must run as root (it creates network namespaces and users)"), proc.stderr
