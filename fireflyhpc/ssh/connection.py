@@ -41,6 +41,39 @@ _CHANNEL_FAILURES = {1: "administratively prohibited", 2: "connect failed",
                      3: "unknown channel type", 4: "resource shortage"}
 
 
+PARAMIKO_LOG = "fireflyhpc.ssh.paramiko"
+
+
+class _QuietParamiko(logging.Filter):
+    """paramiko logs failures we turn into SSHError (a refused channel, a bad banner) at
+    ERROR, with tracebacks, which Python would print on stderr: demote them to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+for _name in (PARAMIKO_LOG, PARAMIKO_LOG + ".sftp"):  # a filter, not logging configuration
+    logging.getLogger(_name).addFilter(_QuietParamiko())
+
+
+class _Transport(paramiko.Transport):
+    """A Transport that keeps the server's reason for the last refused channel open
+    (paramiko replaces it by a generic text such as "Connect failed")."""
+
+    last_open_failure = ""
+
+    def _parse_channel_open_failure(self, m: paramiko.Message) -> None:
+        try:
+            m.get_int()
+            m.get_int()
+            self.last_open_failure = m.get_text()
+        except Exception as exc:  # a malformed message: paramiko's own parser reports it
+            log.debug("unreadable channel open failure: %s", exc)
+        m.rewind()
+        super()._parse_channel_open_failure(m)
+
+
 class ChannelOpenError(SSHError):
     """The server refused to open a forwarded (direct-tcpip) channel.
 
@@ -158,12 +191,13 @@ class SSHConnection:
     def _handshake(self, sock: object, spec: HostSpec) -> paramiko.Transport:
         """Key exchange, host key check and authentication on ``sock``; closes it on failure."""
         try:
-            transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
-                                           default_max_packet_size=MAX_PACKET_SIZE)
+            transport = _Transport(sock, default_window_size=WINDOW_SIZE,
+                                   default_max_packet_size=MAX_PACKET_SIZE)
         except Exception:
             _close_quietly(sock)
             raise
         try:
+            transport.set_log_channel(PARAMIKO_LOG)
             options = transport.get_security_options()
             options.ciphers = _prefer(PREFERRED_CIPHERS, options.ciphers)
             options.digests = _prefer(PREFERRED_MACS, options.digests)
@@ -172,8 +206,9 @@ class SSHConnection:
             try:
                 transport.start_client(timeout=_timeout(spec))
             except (paramiko.SSHException, EOFError, OSError) as exc:
+                hint = "is an SSH server listening there?" if "banner" in str(exc) else None
                 raise SSHError(f"SSH handshake with {spec.label} failed: "
-                               f"{exc or type(exc).__name__}") from exc
+                               f"{exc or type(exc).__name__}", hint=hint) from exc
             if not (transport.is_active() and getattr(transport, "initial_kex_done", True)):
                 raise SSHError(f"SSH handshake with {spec.label} failed: no answer within "
                                f"{_timeout(spec):g} s")
@@ -325,7 +360,8 @@ def _open_direct(transport: paramiko.Transport, via: str, host: str, port: int,
         return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
                                       timeout=timeout)
     except paramiko.ChannelException as exc:
-        reason = exc.text or _CHANNEL_FAILURES.get(exc.code, f"code {exc.code}")
+        reason = getattr(transport, "last_open_failure", "") or exc.text or \
+            _CHANNEL_FAILURES.get(exc.code, f"code {exc.code}")
         raise ChannelOpenError(f"{via} could not connect to {host} port {port}: {reason}",
                                code=exc.code, reason=reason) from exc
     except (paramiko.SSHException, OSError, EOFError) as exc:

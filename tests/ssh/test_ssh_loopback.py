@@ -388,3 +388,38 @@ def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
     assert status == 0, seen
     assert b"REMOTE ffssh-2fa" in seen
     assert b"tty phrase" not in seen and sshd.passwords["ffssh-2fa"].encode() not in seen
+
+
+def test_expected_failures_print_nothing_on_stderr(make_config, sshd) -> None:
+    """paramiko logs refused channels and bad banners at ERROR; the user sees only our error."""
+    config = make_config()
+    script = f"""
+import socket, sys, threading
+from fireflyhpc.errors import SSHError
+from fireflyhpc.ssh import SSHConnection
+with SSHConnection.open('target', ssh_config=sys.argv[1]) as conn:
+    try:
+        conn.open_channel_to('127.0.0.1', {free_port()})
+    except SSHError as exc:
+        print(exc)
+server = socket.socket()
+server.bind(('127.0.0.1', 0))
+server.listen(1)
+def answer():
+    client, _ = server.accept()
+    client.sendall(b'HTTP/1.0 400 Bad Request\\r\\n\\r\\n')
+    client.close()
+threading.Thread(target=answer, daemon=True).start()
+open(sys.argv[2], 'w').write(f'Host web\\n HostName 127.0.0.1\\n Port {{server.getsockname()[1]}}\\n')
+try:
+    SSHConnection.open('web', ssh_config=sys.argv[2])
+except SSHError as exc:
+    print(exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script, str(config),
+                           str(config.parent / "web_config")],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lines = proc.stdout.splitlines()
+    assert proc.stderr == "" and proc.returncode == 0
+    assert lines[0].endswith("Connection refused") and "target could not connect" in lines[0]
+    assert "protocol banner" in lines[1] and "is an SSH server listening there?" in lines[1]
