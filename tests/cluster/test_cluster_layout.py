@@ -102,11 +102,20 @@ def test_minicluster_usage_errors_are_one_line_and_nonzero() -> None:
 def test_minicluster_refuses_to_run_without_root() -> None:
     import os
     import shutil
+    import tempfile
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         import pytest
         pytest.skip("needs root to drop to an unprivileged user")
-    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           "env", "PATH=/usr/bin:/bin", str(MINICLUSTER), "status"],
-                          capture_output=True, text=True, timeout=30)
+    # A copy that user nobody can read wherever the checkout lives.
+    copy = Path(tempfile.mkdtemp(prefix="minicluster-nonroot-"))
+    try:
+        for src in MINICLUSTER.parent.glob("minicluster*"):
+            shutil.copy2(src, copy / src.name)
+        os.chmod(copy, 0o755)
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               "env", "PATH=/usr/bin:/bin", str(copy / "minicluster"), "status"],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(copy)
     assert (proc.returncode, proc.stdout.strip()) == (
         1, "minicluster: must run as root (it creates network namespaces and users)"), proc.stderr
