@@ -206,17 +206,56 @@ def read_dataset(directory: Path) -> DatasetInfo:
     return info
 
 
+_JSON_SPECIAL = ("Coordinates", "Coordinates_flat", "Velocities", "Velocities_flat",
+                 "rgbaColors_flat", "filterKeys", "colormapKeys", "radiusKeys")
+
+
+def _flat(values: Any) -> list[float]:
+    """Firefly's older JSON files hold [[x, y, z], ...]; newer ones a flat list."""
+    return [v for row in values for v in row] if values and isinstance(values[0], list) else values
+
+
+def particles_from_json(content: Any, where: str) -> ParticleData:
+    """A Firefly JSON particle file (the format before ``.ffly``) as ParticleData.
+
+    Keys: ``Coordinates_flat`` (or ``Coordinates``), optional ``Velocities_flat``
+    and ``rgbaColors_flat``, one list per scalar field, and ``filterKeys``,
+    ``colormapKeys``, ``radiusKeys`` naming the fields each flag applies to.
+    """
+    if not isinstance(content, dict) or "octree" in content:
+        raise FireflyFormatError(f"{where}: not a particle file (octree datasets are not supported)")
+    try:
+        coords = _flat(content.get("Coordinates_flat") or content["Coordinates"])
+        vel = content.get("Velocities_flat") or content.get("Velocities")
+        names = [k for k, v in content.items() if k not in _JSON_SPECIAL and isinstance(v, list)]
+        return ParticleData(
+            coords, None if vel is None else _flat(vel), content.get("rgbaColors_flat"),
+            {k: content[k] for k in names},
+            [k in content.get("filterKeys", []) for k in names],
+            [k in content.get("colormapKeys", []) for k in names],
+            [k in content.get("radiusKeys", []) for k in names])
+    except (KeyError, TypeError) as exc:
+        raise FireflyFormatError(f"{where}: not a Firefly particle file ({exc})") from None
+
+
+def read_particle_file(path: Path) -> ParticleData:
+    """Read a ``.ffly`` file, or a Firefly JSON particle file (``.json``)."""
+    if path.suffix.lower() == ".json":
+        return particles_from_json(_load_json(path), str(path))
+    if path.suffix.lower() != ".ffly":
+        raise FireflyFormatError(f"{path}: not a .ffly or .json particle file")
+    return read_ffly(path)
+
+
 def read_group(info: DatasetInfo, name: str) -> ParticleData:
-    """Read and concatenate every ``.ffly`` file of group ``name``.
+    """Read and concatenate every particle file of group ``name``.
 
     Raises KeyError for an unknown group, FireflyFormatError for files that are
-    not ``.ffly`` (octree datasets) or do not match the manifest's counts.
+    not particle files (octree datasets) or do not match the manifest's counts.
     """
     parts = []
     for rel, count in info.groups[name]:
-        if not rel.endswith(".ffly"):
-            raise FireflyFormatError(f"{rel}: only .ffly particle files are supported")
-        data = read_ffly(info.root / rel)
+        data = read_particle_file(info.root / rel)
         if data.npart != count:
             raise FireflyFormatError(f"{rel}: holds {data.npart} particles, manifest says {count}")
         parts.append(data)

@@ -93,3 +93,21 @@ def firefly_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "Cloud", rng.normal(size=(3_000, 3)) * 0.3 + [2.5, 0.0, 0.0], rgba_colors=rng.random((3_000, 4)), loud=False))
     reader.writeToDisk(loud=False)
     return base / "ffreader"
+
+
+@pytest.fixture(scope="session")
+def firefly_json_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset in Firefly's JSON particle format (before .ffly), by Firefly's Reader."""
+    np = pytest.importorskip("numpy")
+    data_reader = pytest.importorskip("firefly.data_reader")
+    base = tmp_path_factory.mktemp("firefly-json")
+    reader = data_reader.Reader(datadir=str(base / "ffjson"), write_startup=False,
+                                max_npart_per_file=300)
+    reader.static_data_dir = str(base / "static-data")
+    os.makedirs(reader.static_data_dir)
+    rng = np.random.default_rng(11)
+    reader.addParticleGroup(data_reader.ParticleGroup(
+        "Blob", rng.normal(size=(500, 3)), field_arrays=[rng.random(500)], field_names=["Age"],
+        field_filter_flags=[False], partsColors=[0.2, 1.0, 0.2, 1.0], loud=False))
+    reader.writeToDisk(loud=False, file_extension=".json")
+    return base / "ffjson"

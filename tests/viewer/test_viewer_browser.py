@@ -86,12 +86,12 @@ def not_red_share(png: bytes) -> float:
     return other / max(lit, 1)
 
 
-def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: Path, tmp_path: Path,
+def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: Path,
+                                                  firefly_json_dataset: Path, tmp_path: Path,
                                                   http_server: Callable[[Path], str]) -> None:
-    """Files written by Firefly's own Reader load; its colours are used; the chooser switches."""
-    other = tmp_path / "in" / "tiny"
-    write_dataset(other, [ParticleGroup("Dots", ParticleData([0.0, 0.0, 0.0] * 7))])
-    export_site(tmp_path / "site", [firefly_dataset, other])
+    """Files written by Firefly's own Reader (.ffly and JSON) load; its colours are used;
+    the dataset chooser switches."""
+    export_site(tmp_path / "site", [firefly_dataset, firefly_json_dataset])
     state = open_viewer(page, http_server(tmp_path / "site"))
     assert state["dataset"] == "ffreader" and state["particles"] == 13_000
     assert [(g["name"], g["npart"]) for g in state["groups"]] == [("Halo", 10_000), ("Cloud", 3_000)]
@@ -103,11 +103,13 @@ def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: P
     redraw_after(page, "document.querySelectorAll('#groups input')[1].click()")
     assert not_red_share(page.screenshot()) < 0.001
     options = page.evaluate("[...document.querySelectorAll('#dataset option')].map(o => o.value)")
-    assert options == ["ffreader", "tiny"]
-    page.evaluate("const s = document.getElementById('dataset'); s.value = 'tiny';"
+    assert options == ["ffreader", "ffjson"]
+    page.evaluate("const s = document.getElementById('dataset'); s.value = 'ffjson';"
                   "s.dispatchEvent(new Event('change'))")
-    page.wait_for("window.fireflyViewer.dataset === 'tiny' && document.body.dataset.state === 'ready'")
-    assert page.evaluate("window.fireflyViewer.particles") == 7
+    page.wait_for("window.fireflyViewer.dataset === 'ffjson' && document.body.dataset.state === 'ready'")
+    assert page.evaluate("window.fireflyViewer.particles") == 500
+    assert page.evaluate("location.hash") == "#ffjson"
+    assert lit_pixels(page.screenshot(), box=SCENE) > 100
     assert page.console_errors() == []
 
 

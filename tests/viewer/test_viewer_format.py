@@ -14,7 +14,7 @@ from fireflyhpc.fireflydata import (
     FireflyFormatError, ParticleData, ParticleGroup, decode, encode, read_dataset, read_ffly,
     read_group, write_dataset, write_ffly,
 )
-from fireflyhpc.fireflydata.dataset import local_path
+from fireflyhpc.fireflydata.dataset import local_path, particles_from_json
 
 # Two particles, velocities, one field "T": written out by hand from the layout.
 GOLDEN = (
@@ -166,6 +166,26 @@ def test_we_read_firefly_reader_output(firefly_dataset: Path) -> None:
     assert cloud.npart == 3000 and cloud.rgba_colors is not None and not cloud.fields
     assert info.settings["partsColors"]["Halo"] == [1.0, 0.2, 0.2, 1.0]
     assert info.settings["partsSizeMultipliers"]["Halo"] == 0.02
+
+
+def test_we_read_firefly_json_particle_files(firefly_json_dataset: Path) -> None:
+    """Firefly's older JSON particle format, as its Reader still writes on request."""
+    info = read_dataset(firefly_json_dataset)
+    assert [rel for rel, _n in info.groups["Blob"]] == ["DataBlob000.json", "DataBlob001.json"]
+    blob = read_group(info, "Blob")
+    assert blob.npart == 500 and blob.velocities is None and blob.rgba_colors is None
+    assert list(blob.fields) == ["Age"]
+    assert (blob.filter_flags, blob.colormap_flags) == ([False], [True])
+
+
+def test_json_particles_nested_and_octree() -> None:
+    nested = particles_from_json({"Coordinates": [[1, 2, 3], [4, 5, 6]], "m": [1, 2],
+                                  "radiusKeys": ["m"]}, "x")
+    assert list(nested.coordinates) == [1, 2, 3, 4, 5, 6] and nested.radius_flags == [True]
+    with pytest.raises(FireflyFormatError, match="octree"):
+        particles_from_json({"octree": {}}, "x")
+    with pytest.raises(FireflyFormatError, match="not a Firefly particle file"):
+        particles_from_json({"m": [1]}, "x")
 
 
 def test_firefly_settings_class_reads_our_settings(tmp_path: Path) -> None:

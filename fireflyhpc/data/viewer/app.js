@@ -41,6 +41,18 @@ function parseFfly(buffer) {
   return { npart, coords, rgba };
 }
 
+// Firefly's JSON particle files (before .ffly): flat (or nested) coordinate and
+//  colour lists. Octree manifests are not particle files: skipped with a warning.
+function parseJsonParticles(content, path) {
+  if (!content || content.octree || !(content.Coordinates_flat || content.Coordinates)) {
+    console.warn(`skipping ${path}: not a particle file the bundled viewer can read`);
+    return null;
+  }
+  const coords = new Float32Array(content.Coordinates_flat || content.Coordinates.flat());
+  const rgba = content.rgbaColors_flat ? new Float32Array(content.rgbaColors_flat) : null;
+  return { npart: coords.length / 3, coords, rgba };
+}
+
 // Firefly's manifest paths read "<dataset dir name>/<file>"; drop the first
 // component and resolve the rest against the dataset's own URL.
 function fileUrl(datasetPath, entry) {
@@ -320,14 +332,12 @@ async function loadFiles(entry, current) {
     const group = { name, chunks: [], npart: 0, ...groupStyle(settings, name, index) };
     viewer.groups.push(group);
     for (const [path, count] of files) {
-      if (!String(path).toLowerCase().endsWith(".ffly")) {
-        console.warn(`skipping ${path}: the bundled viewer reads .ffly files only`);
-        continue;
-      }
+      const kind = String(path).toLowerCase().endsWith(".ffly") ? "buffer" : "json";
       expected += Number(count) || 0;
-      jobs.push(fetchOk(fileUrl(entry.path, path), "buffer").then((buffer) => {
+      jobs.push(fetchOk(fileUrl(entry.path, path), kind).then((content) => {
         if (!current()) return;
-        const part = parseFfly(buffer);
+        const part = kind === "buffer" ? parseFfly(content) : parseJsonParticles(content, path);
+        if (!part) return;
         group.chunks.push({ pos: upload(part.coords), rgba: part.rgba && upload(part.rgba), count: part.npart });
         group.npart += part.npart;
         loaded += part.npart;
