@@ -334,7 +334,7 @@ def _dial(spec: HostSpec) -> object:
             return paramiko.ProxyCommand(spec.proxy_command)
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(f"ProxyCommand for {spec.label} failed: {exc}") from exc
-    where = f"{spec.hostname} port {spec.port}"
+    where = f"{spec.alias} ({spec.hostname} port {spec.port})"
     timeout = _timeout(spec)
     try:
         sock = socket.create_connection((spec.hostname, spec.port), timeout=timeout)

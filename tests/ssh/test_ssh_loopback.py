@@ -423,3 +423,47 @@ except SSHError as exc:
     assert proc.stderr == "" and proc.returncode == 0
     assert lines[0].endswith("Connection refused") and "target could not connect" in lines[0]
     assert "protocol banner" in lines[1] and "is an SSH server listening there?" in lines[1]
+
+
+def _open_in_private_netns(config: Path, setup: str) -> subprocess.CompletedProcess:
+    """Try SSHConnection.open('x') in a fresh network namespace (nothing can leave it)."""
+    script = ("import sys\nfrom fireflyhpc.errors import SSHError\n"
+              "from fireflyhpc.ssh import SSHConnection\ntry:\n"
+              "    SSHConnection.open('x', ssh_config=sys.argv[1])\n"
+              "except SSHError as exc:\n    print(exc)\n    sys.exit(4)\n")
+    shell = f"{setup}\nexec \"$0\" -c \"$1\" \"$2\""
+    return subprocess.run(["unshare", "--net", "sh", "-ec", shell, sys.executable, script,
+                           str(config)], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_dns_failure(sshd, tmp_path) -> None:
+    config = tmp_path / "cfg"
+    config.write_text("Host x\n  HostName no-such-host.invalid\n  ConnectTimeout 1\n")
+    proc = _open_in_private_netns(config, "ip link set lo up")
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout.startswith("unknown host 'no-such-host.invalid' (for x): ")
+
+
+def test_connect_timeout(tmp_path) -> None:
+    """A listener whose accept queue is full drops further SYNs: connect() times out."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port))
+        config = tmp_path / "cfg"
+        config.write_text(f"Host x\n  HostName 127.0.0.1\n  Port {port}\n  ConnectTimeout 1\n")
+        try:
+            with pytest.raises(SSHError) as info:
+                SSHConnection.open("x", ssh_config=str(config))
+        finally:
+            filler.close()
+    assert str(info.value) == f"connection to x (127.0.0.1 port {port}) timed out after 1 s"
+
+
+def test_proxycommand(make_config, sshd) -> None:
+    config = make_config(extra="    ProxyCommand bash -c 'exec 3<>/dev/tcp/%h/%p; "
+                               "cat <&3 & exec cat >&3'")
+    with open_target(config) as conn:
+        assert conn.run(["echo", "through", "proxycommand"]).stdout == "through proxycommand\n"
