@@ -38,7 +38,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Sequence
 
-from flask import Flask, Response, abort, request
+from flask import Flask, abort, request
+from werkzeug.wrappers import Response
 
 from fireflyhpc.datasets import Dataset, datasets_index
 from fireflyhpc.server import auth, firefly

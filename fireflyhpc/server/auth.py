@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from flask import Flask, Response, redirect, request
+from flask import Flask, redirect, request
+from werkzeug.wrappers import Response
 from werkzeug.http import parse_cookie
 
 from fireflyhpc.errors import ConfigError

@@ -18,7 +18,8 @@ import json
 import logging
 from typing import Any, Sequence
 
-from flask import Flask, Response, abort, request
+from flask import Flask, abort, request
+from werkzeug.wrappers import Response
 
 from fireflyhpc.datasets import MANIFEST, Dataset, firefly_startup
 from fireflyhpc.server.files import CACHE_CONTROL, data_file, send

@@ -15,7 +15,6 @@ from fireflyhpc.datasets import discover
 from fireflyhpc.server.app import create_app
 from fireflyhpc.server.viewers import CUSTOM, WebApp
 
-__all__ = ["GAS_BYTES", "SECRET"]
 
 @pytest.fixture(autouse=True)
 def private_registry(tmp_path_factory: pytest.TempPathFactory,
