@@ -173,3 +173,19 @@ def test_import_fireflyhpc_stays_light() -> None:
             "print(sorted(m for m in ('flask', 'waitress', 'firefly') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_demo_dataset_is_served(tmp_path: Path) -> None:
+    serve = start_serve(["--demo"], tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    try:
+        index = json.loads(get(serve.base + "datasets.json", serve.token))
+        assert len(index["datasets"]) == 1
+        path = index["datasets"][0]["path"]
+        manifest = json.loads(get(serve.base + path + "filenames.json", serve.token))
+        entries = [entry[0] for files in manifest.values() for entry in files]
+        assert any(name.endswith(".ffly") for name in entries)
+        for name in entries:  # entries are "<dir>/<file>": resolve against the dataset's path
+            body = get(serve.base + path + name.split("/", 1)[1], serve.token)
+            assert body
+    finally:
+        assert stop_serve(serve) == 0
