@@ -301,3 +301,18 @@ def cluster() -> Iterator[Cluster]:
         lease.unlink(missing_ok=True)
         if brought_up and not os.environ.get("MINICLUSTER_KEEP") and not other_live_sessions():
             bench_command("down")
+
+
+@pytest.fixture(scope="session")
+def cluster_payload_python(cluster: Cluster) -> str:
+    """The bench user's payload interpreter on the cluster: a venv in their home.
+
+    Made by ``fireflyhpc remote-install`` (wheels uploaded: the bench has no network)
+    once per session; a no-op when this version is there already. It is the python
+    of the bench's ``mini`` profile (``$MINICLUSTER_DIR/fireflyhpc.toml``).
+    """
+    from fireflyhpc.remote.install import InstallRequest, remote_install
+    from fireflyhpc.ssh import SSHConnection
+
+    with SSHConnection.open(cluster.login_host, ssh_config=str(cluster.ssh_config)) as conn:
+        return remote_install(conn, InstallRequest(index="no")).python_path

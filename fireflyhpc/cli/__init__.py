@@ -21,7 +21,7 @@ from fireflyhpc import __version__
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
 
 # Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
-COMMAND_MODULES: list[str] = ["serve", "export", "tunnel", "config_cmd", "templates_cmd", "alias_cmd", "status_cmd", "connect_cmd"]
+COMMAND_MODULES: list[str] = ["serve", "export", "tunnel", "config_cmd", "templates_cmd", "alias_cmd", "status_cmd", "connect_cmd", "remote_cmd"]
 
 log = logging.getLogger("fireflyhpc")
 

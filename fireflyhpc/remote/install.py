@@ -1,0 +1,380 @@
+"""`fireflyhpc remote-install`: the same fireflyhpc in a venv in the user's cluster home.
+
+The venv is made with the cluster's own ``python3`` (``--without-pip``, so no
+ensurepip is needed) and bootstrapped with a pip wheel sent from here. Packages
+come from the cluster's package index, or, where it has none, as wheels built or
+downloaded on this machine and uploaded by SFTP. Only what the payload server
+needs is installed (fireflyhpc itself with ``--no-deps``, plus its web stack),
+unless ``deps="all"``.
+
+A marker file in the venv records what was installed; a second run with the same
+version only checks that the venv still works. Concurrent installs into the same
+prefix are serialized by a lock directory next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import psutil
+
+import fireflyhpc
+from fireflyhpc.errors import ConfigError, FireflyHPCError, RemoteCommandError
+from fireflyhpc.remote import target as tgt
+from fireflyhpc.remote import wheels as wh
+
+log = logging.getLogger(__name__)
+
+MARKER = "fireflyhpc-install.json"
+STAGE = ".fireflyhpc-wheels"
+MARKER_FORMAT = 1
+LOCK_STALE_MINUTES = 15
+LOCK_WAIT_SECONDS = 900.0
+INDEX_MODES = ("auto", "yes", "no")
+DEPS_MODES = ("payload", "all")
+_VERSION_LINE = re.compile(r"fireflyhpc, version (\S+)")
+# pip reads no config file: an upload install must see only the uploaded wheels.
+ISOLATED_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """What to install where; None means the default."""
+
+    python: str = "python3"
+    prefix: str | None = None
+    index: str = "auto"  # auto | yes (the cluster's index) | no (upload wheels)
+    deps: str = "payload"  # payload | all
+    force: bool = False
+    setup: Sequence[str] = ()  # the profile's environment setup lines
+
+
+@dataclass(frozen=True)
+class RemoteInstall:
+    """The result: the interpreter to put in the cluster profile, and what happened."""
+
+    python_path: str
+    version: str
+    prefix: str
+    changed: bool  # False: it was already there
+    mode: str = "present"  # upload | index | present
+    seconds: float = 0.0
+    base_python: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- small remote helpers (argv lists only; quoting happens in the SSH layer) ------------------
+
+def _exists(conn: tgt.Runs, path: str) -> bool:
+    return conn.run(["test", "-e", path], check=False).exit_code == 0
+
+
+def read_marker(conn: tgt.Runs, prefix: str) -> dict[str, Any] | None:
+    """The install marker in ``prefix`` as a dict, or None if absent or unreadable."""
+    result = conn.run(["cat", "--", posixpath.join(prefix, MARKER)], check=False)
+    if result.exit_code != 0:
+        return None
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def installed_version(conn: tgt.Runs, python: str, setup: Sequence[str] = ()) -> str | None:
+    """What ``python -m fireflyhpc --version`` reports on the cluster (None if it fails)."""
+    result = conn.run(tgt.with_setup(setup, [python, "-m", "fireflyhpc", "--version"]),
+                      check=False, timeout=120)
+    found = _VERSION_LINE.search(result.stdout) if result.exit_code == 0 else None
+    return found.group(1) if found else None
+
+
+def marker_text(version: str, state: str, mode: str, deps: str, python: str,
+                build: str | None = None) -> str:
+    """The marker file's JSON (pure)."""
+    return json.dumps({"format": MARKER_FORMAT, "tool": "fireflyhpc remote-install",
+                       "version": version, "build": build, "state": state, "mode": mode,
+                       "deps": deps, "python": python,
+                       "written": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                      indent=1) + "\n"
+
+
+class _Lock:
+    """A lock directory ``PATH`` on the cluster (mkdir is atomic, on NFS too).
+
+    It holds an ``owner`` file (this machine's name and pid), so a lock left by a
+    crashed run from this machine is taken over at once; other stale locks after
+    :data:`LOCK_STALE_MINUTES`.
+    """
+
+    def __init__(self, conn: tgt.Runs, path: str, say: Say, wait: float) -> None:
+        self.conn, self.path, self.say, self.wait = conn, path, say, wait
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+
+    def __enter__(self) -> "_Lock":
+        deadline = time.monotonic() + self.wait
+        told = False
+        while self.conn.run(["mkdir", "--", self.path], check=False).exit_code != 0:
+            if self._stale():
+                log.warning("taking over a stale install lock %s", self.path)
+                self.conn.run(["rm", "-rf", "--", self.path], check=False)
+                continue
+            if not _exists(self.conn, self.path):
+                raise FireflyHPCError(f"cannot create the install lock {self.path} on the cluster",
+                                      hint="check that the prefix's parent directory is writable")
+            if time.monotonic() > deadline:
+                raise FireflyHPCError(f"another remote-install holds {self.path}",
+                                      hint=f"wait for it, or remove {self.path} if none runs")
+            if not told:
+                self.say(f"waiting for another remote-install ({self.path})")
+                told = True
+            time.sleep(1.0)
+        self.conn.write_file(posixpath.join(self.path, "owner"), self.owner + "\n")
+        return self
+
+    def _stale(self) -> bool:
+        old = self.conn.run(["find", self.path, "-maxdepth", "0", "-mmin",
+                             f"+{LOCK_STALE_MINUTES}"], check=False).stdout.strip()
+        if old:
+            return True
+        owner = self.conn.run(["cat", "--", posixpath.join(self.path, "owner")],
+                              check=False).stdout.split()
+        if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit():
+            return not psutil.pid_exists(int(owner[1]))
+        return False
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.conn.run(["rm", "-rf", "--", self.path], check=False)
+        except FireflyHPCError as err:  # the connection died: the lock goes stale
+            log.warning("could not remove the install lock %s: %s", self.path, err)
+
+
+# -- the steps --------------------------------------------------------------------------
+
+def _check_replaceable(conn: tgt.Runs, prefix: str, marker: dict[str, Any] | None,
+                       force: bool) -> None:
+    """Refuse to wipe a directory remote-install did not make (unless a venv and --force)."""
+    if marker is not None or not _exists(conn, prefix):
+        return
+    empty = conn.run(["find", prefix, "-maxdepth", "0", "-empty"], check=False).stdout.strip()
+    if empty:
+        return
+    if force and _exists(conn, posixpath.join(prefix, "pyvenv.cfg")):
+        return
+    raise ConfigError(f"{prefix} exists on the cluster and was not made by fireflyhpc "
+                      "remote-install; refusing to replace it",
+                      hint="pass another --prefix (or --force if it is a venv you want replaced)")
+
+
+def _create_venv(conn: tgt.Runs, req: InstallRequest, prefix: str) -> None:
+    argv = tgt.with_setup(req.setup, [req.python, "-m", "venv", "--clear", "--without-pip",
+                                      prefix])
+    result = conn.run(argv, check=False, timeout=300)
+    if result.exit_code != 0:
+        raise RemoteCommandError([req.python, "-m", "venv", "--without-pip", prefix],
+                                 result.exit_code, result.stderr, host=result.host or None,
+                                 hint="the cluster's Python cannot make a venv: ask for the "
+                                      "python3-venv package, or pick another --python")
+
+
+def _upload(conn: Any, files: Sequence[Path], remote_dir: str, say: Say) -> list[str]:
+    """SFTP ``files`` into ``remote_dir`` (created); return the remote paths."""
+    conn.run(["mkdir", "-p", "--", remote_dir])
+    size = sum(f.stat().st_size for f in files)
+    say(f"uploading {len(files)} wheels ({size / 2**20:.1f} MiB)")
+    paths = []
+    sftp = conn.sftp()
+    try:
+        for file in files:
+            remote = posixpath.join(remote_dir, file.name)
+            sftp.put(str(file), remote)
+            paths.append(remote)
+    except OSError as exc:
+        raise FireflyHPCError(f"uploading {file.name} to {remote_dir} failed: {exc}") from exc
+    finally:
+        sftp.close()
+    return paths
+
+
+def _pip(conn: tgt.Runs, python: str, pip: Sequence[str], args: Sequence[str],
+         isolated: bool, what: str) -> None:
+    env = ISOLATED_PIP_ENV if isolated else {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    argv = [python, *pip, "install", "--no-cache-dir", "--quiet", *args]
+    result = conn.run(argv, check=False, timeout=1800, env=env)
+    if result.exit_code != 0:
+        hint = None if isolated else "the cluster's package index may not have it; " \
+            "use --index no to upload wheels from this machine"
+        raise RemoteCommandError(argv, result.exit_code, result.stderr or result.stdout,
+                                 host=result.host or None, hint=hint or f"while {what}")
+
+
+def _index_has(conn: tgt.Runs, python: str, pip: Sequence[str], stage: str,
+               version: str) -> bool:
+    """Can the cluster's own package index deliver fireflyhpc==version? (quick, no retries)"""
+    argv = [python, *pip, "download", "--no-deps", "--retries", "0", "--timeout", "10",
+            "--quiet", "--dest", posixpath.join(stage, "probe"), f"fireflyhpc=={version}"]
+    result = conn.run(argv, check=False, timeout=120,
+                      env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    log.info("cluster package index %s fireflyhpc==%s", "has" if result.ok else "lacks", version)
+    return result.exit_code == 0
+
+
+def _install_packages(conn: Any, req: InstallRequest, target: tgt.RemotePython, prefix: str,
+                      say: Say) -> str:
+    """pip-install into the fresh venv at ``prefix``; return the mode used (index/upload)."""
+    python = posixpath.join(prefix, "bin", "python")
+    stage = posixpath.join(prefix, STAGE)
+    target_args = tgt.pip_target_args(target)
+    say("fetching pip for the cluster's Python")
+    pip_wheels = wh.download_wheels(["pip"], target_args)
+    (pip_remote,) = _upload(conn, [w for w in pip_wheels if w.name.startswith("pip-")][:1],
+                            stage, say)
+    bootstrap = [posixpath.join(pip_remote, "pip")]  # pip runs from its own wheel
+    mode = req.index
+    if mode == "auto":
+        say("asking the cluster's package index for fireflyhpc")
+        mode = "yes" if _index_has(conn, python, bootstrap, stage, fireflyhpc.__version__) \
+            else "no"
+    if mode == "yes":
+        project = f"fireflyhpc=={fireflyhpc.__version__}"
+        reqs = wh.select_requirements(_installed_requires(), target.markers, req.deps)
+        say("installing from the cluster's package index")
+        _pip(conn, python, bootstrap, ["pip", *reqs], isolated=False, what="installing deps")
+        deps = [] if req.deps == "all" else ["--no-deps"]
+        _pip(conn, python, ["-m", "pip"], [*deps, project], isolated=False, what=project)
+        return "index"
+    say("building the fireflyhpc wheel here")
+    project_whl = wh.project_wheel()
+    reqs = wh.select_requirements(project_whl.requires, target.markers, req.deps)
+    say(f"fetching wheels for Python {target.version_text} ({target.platform}) here")
+    dep_wheels = wh.download_wheels(reqs, target_args) if reqs else []
+    _upload(conn, [*dep_wheels, project_whl.path], stage, say)
+    local = ["--no-index", "--find-links", stage]
+    say("installing on the cluster")
+    _pip(conn, python, bootstrap, [*local, "pip", *reqs], isolated=True, what="installing deps")
+    deps = [] if req.deps == "all" else ["--no-deps"]
+    _pip(conn, python, ["-m", "pip"], [*local, *deps,
+                                       posixpath.join(stage, project_whl.path.name)],
+         isolated=True, what="installing fireflyhpc")
+    return "upload"
+
+
+def _installed_requires() -> tuple[str, ...]:
+    import importlib.metadata
+
+    try:
+        return tuple(importlib.metadata.requires("fireflyhpc") or ())
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+
+
+def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteInstall:
+    """Make sure ``conn``'s host has fireflyhpc (this version) in a venv; return where.
+
+    ``conn`` is a connected :class:`fireflyhpc.ssh.SSHConnection` to the login node.
+    Idempotent: with the same version installed (and working) nothing changes
+    unless ``req.force``. A failed install removes the half-made venv. Raises
+    ConfigError (bad prefix, unusable Python), RemoteCommandError (a remote step
+    failed), FireflyHPCError (wheels could not be made here), SSHError.
+    """
+    if req.index not in INDEX_MODES or req.deps not in DEPS_MODES:
+        raise ConfigError(f"bad install request: index={req.index!r}, deps={req.deps!r}")
+    start = time.monotonic()
+    version = fireflyhpc.__version__
+    target = tgt.probe_python(conn, req.python, req.setup)
+    target.require_supported()
+    prefix = tgt.resolve_prefix(req.prefix, target, version)
+    python = posixpath.join(prefix, "bin", "python")
+    build = wh.local_build_id()
+    conn.run(["mkdir", "-p", "--", posixpath.dirname(prefix)])
+    with _Lock(conn, prefix + ".lock", say, LOCK_WAIT_SECONDS):
+        marker = read_marker(conn, prefix)
+        if (not req.force and marker and marker.get("state") == "complete"
+                and marker.get("version") == version and _covers(marker, req.deps)
+                and installed_version(conn, python) == version):
+            mode = "present"
+            if build is not None and marker.get("build") != build:
+                say(f"updating fireflyhpc in {prefix}: same version, but its code changed here")
+                mode = _refresh_project(conn, prefix, say)
+                conn.write_file(posixpath.join(prefix, MARKER),
+                                marker_text(version, "complete", str(marker.get("mode")),
+                                            str(marker.get("deps")), python, build))
+            return RemoteInstall(python, version, prefix, changed=mode != "present", mode=mode,
+                                 seconds=time.monotonic() - start, base_python=target.executable)
+        _check_replaceable(conn, prefix, marker, req.force)
+        say(f"creating a venv with {target.executable} (Python {target.version_text}) "
+            f"in {prefix}")
+        _create_venv(conn, req, prefix)
+        done = False
+        try:
+            conn.write_file(posixpath.join(prefix, MARKER),
+                            marker_text(version, "installing", "?", req.deps, python))
+            mode = _install_packages(conn, req, target, prefix, say)
+            _verify(conn, python, version)
+            conn.write_file(posixpath.join(prefix, MARKER),
+                            marker_text(version, "complete", mode, req.deps, python,
+                                        build if mode == "upload" else None))
+            done = True
+        finally:
+            _cleanup(conn, prefix, remove_venv=not done)
+    return RemoteInstall(python, version, prefix, changed=True, mode=mode,
+                         seconds=time.monotonic() - start, base_python=target.executable)
+
+
+def _verify(conn: tgt.Runs, python: str, version: str) -> None:
+    found = installed_version(conn, python)
+    if found != version:
+        raise FireflyHPCError(f"after installing, {python} -m fireflyhpc --version "
+                              f"reports {found or 'nothing'}, not {version}")
+
+
+def _refresh_project(conn: Any, prefix: str, say: Say) -> str:
+    """Reinstall only the fireflyhpc wheel (a checkout changed, the version did not)."""
+    python = posixpath.join(prefix, "bin", "python")
+    stage = posixpath.join(prefix, STAGE)
+    project_whl = wh.project_wheel()
+    try:
+        (remote,) = _upload(conn, [project_whl.path], stage, say)
+        _pip(conn, python, ["-m", "pip"], ["--no-index", "--no-deps", "--force-reinstall",
+                                           remote], isolated=True, what="updating fireflyhpc")
+        _verify(conn, python, project_whl.version)
+    finally:
+        _cleanup(conn, prefix, remove_venv=False)
+    return "refresh"
+
+
+def _covers(marker: dict[str, Any], deps: str) -> bool:
+    return deps == "payload" or marker.get("deps") == "all"
+
+
+def _cleanup(conn: tgt.Runs, prefix: str, *, remove_venv: bool) -> None:
+    """Remove the upload stage (and the whole venv after a failure); never raises."""
+    path = prefix if remove_venv else posixpath.join(prefix, STAGE)
+    try:
+        conn.run(["rm", "-rf", "--", path], check=False, timeout=300)
+    except FireflyHPCError as exc:
+        log.warning("could not remove %s on the cluster: %s", path, exc)
+
+
+def iter_profile_lines(result: RemoteInstall, cluster: str | None) -> Iterator[str]:
+    """The lines to paste into the config file (pure)."""
+    yield f"[clusters.{cluster or 'NAME'}]"
+    yield f"python = {json.dumps(result.python_path)}"
