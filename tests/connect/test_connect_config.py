@@ -301,3 +301,25 @@ def test_unknown_cluster_through_cli(tmp_path: Path, clean_env) -> None:
     path.write_text(GOOD)
     proc = run_cli("--config", str(path), "config", "show", "--cluster", "nope", env=clean_env)
     assert "unknown cluster 'nope'" in one_error_line(proc) and proc.returncode == 3
+
+
+HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "a b", "-p", "../x", "*", "\0"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("key", ["partition", "account", "time", "mem", "cpus", "python",
+                                 "template", "job_name", "qos", "constraint"])
+def test_hostile_values_are_refused_in_one_line(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg.resolve({key: value}, {}, None)
+    message = str(info.value)
+    assert message.startswith(f"--{key.replace('_', '-')} = ") and "\n" not in message and "\0" not in message
+    toml_value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") \
+        .replace("\0", "\\u0000")
+    with pytest.raises(ConfigError, match=rf"^/cfg/config.toml:2: \[clusters.a\] {key} = "):
+        parse(f'[clusters.a]\n{key} = "{toml_value}"\n')
+
+
+def test_cluster_name_with_newline_is_one_line() -> None:
+    message = error_of('[clusters."a\\nb"]\nlogin = "x"\n')
+    assert message.startswith("/cfg/config.toml") and "'a\\nb'" in message
