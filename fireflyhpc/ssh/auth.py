@@ -277,3 +277,19 @@ def _public_blob(private_path: str) -> bytes | None:
         return paramiko.PKey.from_type_string(fields[0], base64.b64decode(fields[1])).asbytes()
     except (OSError, IndexError, ValueError, paramiko.SSHException):  # binascii.Error too
         return None
+
+
+_shared: Authenticator | None = None
+
+
+def shared_authenticator() -> Authenticator:
+    """The program's own Authenticator (terminal prompts), created on first use.
+
+    Connections opened without an explicit prompter or authenticator share it, so a
+    reconnect, or a second command of the same run, does not ask for a key's
+    passphrase again.
+    """
+    global _shared
+    if _shared is None:
+        _shared = Authenticator()
+    return _shared

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import paramiko
 
 from fireflyhpc.errors import SSHError
-from fireflyhpc.ssh.auth import Authenticator, Prompter
+from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
 from fireflyhpc.ssh.remote import Result, run_command
@@ -113,11 +113,15 @@ class SSHConnection:
         """Resolve ``target`` through the user's ssh_config (``ssh_config`` path, else
         ~/.ssh/config) and return the connected SSHConnection.
 
+        Without ``authenticator`` or ``prompter``, the program's shared Authenticator
+        (terminal prompts; decrypted keys remembered for the run) is used.
+
         Raises ConfigError (bad config or target) or SSHError.
         """
         config = read_config(config_path(ssh_config))
         spec = resolve_host(config, target)
-        auth = authenticator or Authenticator(prompter)
+        auth = authenticator or (Authenticator(prompter) if prompter is not None
+                                 else shared_authenticator())
         conn = cls(spec, authenticator=auth, config=config,
                    host_keys=HostKeyChecker(accept_new=accept_new_host_key))
         return conn.connect()

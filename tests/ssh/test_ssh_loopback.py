@@ -332,9 +332,10 @@ def test_silent_or_foreign_server_is_an_ssh_error(make_config, greeting: bytes) 
         server.close()
 
 
-def _converse(argv: list[str], replies: dict[bytes, bytes], limit: float = 60) -> tuple[int, bytes]:
-    """Run ``argv`` with a new pty as its controlling terminal; answer prompts; return
-    (exit status, everything it wrote to the terminal)."""
+def _converse(argv: list[str], replies: list[tuple[bytes, bytes]],
+              limit: float = 60) -> tuple[int, bytes]:
+    """Run ``argv`` with a new pty as its controlling terminal; answer the prompts in
+    ``replies`` in order; return (exit status, everything it wrote to the terminal)."""
     import pty
     import select
     import time
@@ -343,7 +344,8 @@ def _converse(argv: list[str], replies: dict[bytes, bytes], limit: float = 60) -
     if pid == 0:  # child: the pty is now its controlling terminal
         os.execvp(argv[0], argv)
     seen = b""
-    pending = dict(replies)
+    pending = list(replies)
+    searched = 0
     deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
@@ -356,9 +358,10 @@ def _converse(argv: list[str], replies: dict[bytes, bytes], limit: float = 60) -
                 if not chunk:
                     break
                 seen += chunk
-                for prompt in list(pending):
-                    if prompt in seen:
-                        os.write(fd, pending.pop(prompt) + b"\n")
+                while pending and pending[0][0] in seen[searched:]:
+                    prompt, answer = pending.pop(0)
+                    searched = seen.index(prompt, searched) + len(prompt)
+                    os.write(fd, answer + b"\n")
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return os.waitstatus_to_exitcode(status), seen
@@ -375,19 +378,22 @@ def _converse(argv: list[str], replies: dict[bytes, bytes], limit: float = 60) -
 
 
 def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
+    """Two connections in one run: the passphrase is asked once, the 2FA prompt each time."""
     key = keygen(tmp_path / "id_tty", passphrase="tty phrase")
     sshd.authorize("ffssh-2fa", Path(f"{key}.pub"))
     config = make_config("ffssh-2fa", identity=key)
     script = ("import sys\nfrom fireflyhpc.ssh import SSHConnection\n"
-              "with SSHConnection.open('target', ssh_config=sys.argv[1]) as c:\n"
-              "    print('REMOTE', c.run(['whoami']).stdout.strip())\n")
-    status, seen = _converse(
-        [sys.executable, "-c", script, str(config)],
-        {f"Enter passphrase for key '{key}': ".encode(): b"tty phrase",
-         b"Password: ": sshd.passwords["ffssh-2fa"].encode()})
+              "for _ in range(2):\n"
+              "    with SSHConnection.open('target', ssh_config=sys.argv[1]) as c:\n"
+              "        print('REMOTE', c.run(['whoami']).stdout.strip())\n")
+    password = sshd.passwords["ffssh-2fa"].encode()
+    status, seen = _converse([sys.executable, "-c", script, str(config)], [
+        (f"Enter passphrase for key '{key}': ".encode(), b"tty phrase"),
+        (b"Password: ", password), (b"REMOTE ffssh-2fa", b""), (b"Password: ", password)])
     assert status == 0, seen
-    assert b"REMOTE ffssh-2fa" in seen
-    assert b"tty phrase" not in seen and sshd.passwords["ffssh-2fa"].encode() not in seen
+    assert seen.count(b"REMOTE ffssh-2fa") == 2
+    assert seen.count(b"Enter passphrase") == 1 and seen.count(b"Password: ") == 2
+    assert b"tty phrase" not in seen and password not in seen
 
 
 def test_expected_failures_print_nothing_on_stderr(make_config, sshd) -> None:
