@@ -62,7 +62,9 @@ def _check_target(target: Path, datasets: Sequence[Dataset], force: bool, gh_pag
 
 
 def _copy_dataset(ds: Dataset, dest: Path) -> None:
-    if dest.exists():
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(ds.root, dest, ignore=shutil.ignore_patterns(".*"))
 

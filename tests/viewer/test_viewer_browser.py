@@ -69,7 +69,25 @@ def test_demo_in_bundled_viewer(page: Page, demo_dataset: Path, tmp_path: Path,
     mouse(page, "mouseMoved", 650, 250, button="left", buttons=1)
     mouse(page, "mouseReleased", 650, 250, button="left", clickCount=1)
     page.wait_for("window.fireflyViewer.draws > 4")
-    assert page.screenshot() != zoomed
+    orbited = page.screenshot()
+    assert orbited != zoomed
+    mouse(page, "mousePressed", 600, 350, button="right", clickCount=1)  # right-drag: pan
+    mouse(page, "mouseMoved", 500, 350, button="right", buttons=2)
+    mouse(page, "mouseReleased", 500, 350, button="right", clickCount=1)
+    page.wait_for("window.fireflyViewer.draws > 5")
+    panned = page.screenshot()
+    assert panned != orbited
+    for kind in ("touchStart", "touchMove", "touchEnd"):  # two-finger pinch: zoom out
+        gap = 150 if kind == "touchStart" else 30
+        points = [] if kind == "touchEnd" else [{"x": 600 - gap, "y": 350, "id": 1},
+                                                {"x": 600 + gap, "y": 350, "id": 2}]
+        page.call("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+    page.wait_for("window.fireflyViewer.draws > 6")
+    assert lit_pixels(page.screenshot(), box=SCENE) < lit_pixels(panned, box=SCENE)
+    mouse(page, "mousePressed", 600, 350, button="left", clickCount=2)  # double-click: home view
+    mouse(page, "mouseReleased", 600, 350, button="left", clickCount=2)
+    page.wait_for("window.fireflyViewer.draws > 7")
+    assert page.screenshot() == shot
     assert page.console_errors() == []
 
 

@@ -234,15 +234,30 @@ function setHomeView(settings, samples) {
 
 function initControls(canvas) {
   let drag = null;
+  const touches = new Map(); // pointerId -> [x, y], for two-finger pinch zoom
+  const spread = () => { const [a, b] = [...touches.values()]; return Math.hypot(a[0] - b[0], a[1] - b[1]); };
   canvas.addEventListener("contextmenu", (e) => e.preventDefault());
   canvas.addEventListener("pointerdown", (e) => {
-    drag = { x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey };
+    touches.set(e.pointerId, [e.clientX, e.clientY]);
+    drag = touches.size === 1 ? { x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey }
+      : { pinch: spread() };
     canvas.setPointerCapture(e.pointerId);
   });
-  canvas.addEventListener("pointerup", () => { drag = null; });
+  const release = (e) => { touches.delete(e.pointerId); drag = null; };
+  canvas.addEventListener("pointerup", release);
+  canvas.addEventListener("pointercancel", release);
   canvas.addEventListener("pointermove", (e) => {
-    if (!drag) return;
-    const dx = e.clientX - drag.x, dy = e.clientY - drag.y, cam = viewer.cam;
+    if (!drag || !touches.has(e.pointerId)) return;
+    touches.set(e.pointerId, [e.clientX, e.clientY]);
+    const cam = viewer.cam;
+    if (drag.pinch !== undefined) {
+      const now = spread();
+      if (now > 0 && drag.pinch > 0) cam.dist *= drag.pinch / now;
+      drag.pinch = now;
+      requestRedraw();
+      return;
+    }
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
     drag.x = e.clientX; drag.y = e.clientY;
     if (drag.pan) {
       const { right, up } = cameraFrame(), k = cam.dist / canvas.clientHeight;
