@@ -85,6 +85,7 @@ class Scheduler:
     def __init__(self, run: Runner, *, where: str = "") -> None:
         self._run = run
         self.where = where
+        self._user: str | None = None
 
     def _call(self, argv: list[str], input: str | None = None) -> CommandResult:
         log.debug("slurm%s: %s", f" on {self.where}" if self.where else "", argv)
@@ -103,6 +104,13 @@ class Scheduler:
         message = slurm.slurm_message(result.stderr) or f"exit status {result.exit_code}"
         return SchedulerError(f"{what}: {message}", raw=result.stderr + result.stdout)
 
+    def _whoami(self) -> str:
+        result = self._call(["id", "-un"])
+        name = result.stdout.strip()
+        if result.exit_code != 0 or not name or any(c.isspace() for c in name):
+            raise self._fail("cannot tell the cluster user name (`id -un`)", result)
+        return name
+
     def submit(self, script: str, extra_args: Sequence[str] = ()) -> str:
         """Submit ``script`` (sent on stdin) with sbatch; return the job id.
 
@@ -120,7 +128,13 @@ class Scheduler:
         Jobs that have left the queue are simply absent.
         """
         ids = list(job_ids)
+        if me and not user and self._user:
+            user = self._user  # this Slurm has no --me (see below)
         result = self._call(slurm.squeue_argv(ids, me=me, user=user, nodes=nodes))
+        if result.exit_code != 0 and me and not user and "--me" in result.stderr:
+            # Slurm before 20.11 has no --me: ask for the user name once, then use -u.
+            self._user = self._whoami()
+            result = self._call(slurm.squeue_argv(ids, user=self._user, nodes=nodes))
         if result.exit_code != 0:
             if ids and "Invalid job id" in result.stderr:
                 return []  # every one of them has left the queue

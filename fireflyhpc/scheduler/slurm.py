@@ -159,6 +159,9 @@ def squeue_argv(job_ids: Iterable[str] = (), *, user: str | None = None, me: boo
     if nodes:
         argv += ["-w", ",".join(v.node_name(n) for n in nodes)]
     if states:
+        bad = [s for s in states if not re.fullmatch(r"[A-Za-z_]{1,20}", s)]
+        if bad:
+            raise SchedulerError(f"not a Slurm job state: {bad[0]!r}")
         argv += ["-t", ",".join(states)]
     return argv
 

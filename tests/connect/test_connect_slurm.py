@@ -266,3 +266,22 @@ def test_wait_running_fails_when_the_job_vanishes() -> None:
     with pytest.raises(SchedulerError, match="job 1 ended before it started: no longer in "
                                              "the queue"):
         Scheduler(runner).wait_running("1", sleep=lambda s: None)
+
+
+def test_old_slurm_without_me_falls_back_to_the_user_name() -> None:
+    runner = Replay([
+        (["squeue"], Result(1, "", "squeue: unrecognized option '--me'\nTry \"squeue --help\"")),
+        (["id", "-un"], Result(0, "ffuser\n", "")),
+        (["squeue"], Result(0, SQ_HEAD + row("4", "RUNNING", "n1"), "")),
+        (["squeue"], Result(0, SQ_HEAD, "")),
+    ])
+    scheduler = Scheduler(runner)
+    assert [j.job_id for j in scheduler.jobs(me=True)] == ["4"]
+    assert runner.calls[2][0][-2:] == ["-u", "ffuser"]
+    assert scheduler.jobs(me=True) == []  # from now on straight to -u
+    assert runner.calls[3][0][-2:] == ["-u", "ffuser"] and len(runner.calls) == 4
+
+
+def test_bad_state_filter_is_refused() -> None:
+    with pytest.raises(SchedulerError, match="not a Slurm job state: 'R;id'"):
+        slurm.squeue_argv(states=["R;id"])
