@@ -164,7 +164,10 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
     previous = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
     try:
         if options.register:
-            entry = registry.register(listener.host, listener.port, base, options.token)
+            try:
+                entry = registry.register(listener.host, listener.port, base, options.token)
+            except OSError as exc:  # the server works without; only quit_all_servers misses it
+                log.warning("cannot record this server in the registry: %s", exc)
         if options.ready_file is not None:
             write_ready_file(options.ready_file, listener)
         url = token_url(base, options.token)

@@ -189,3 +189,25 @@ def test_demo_dataset_is_served(tmp_path: Path) -> None:
             assert body
     finally:
         assert stop_serve(serve) == 0
+
+
+def test_unwritable_ready_file_is_one_line_error(data_tree: Path, tmp_path: Path,
+                                                 private_registry: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fireflyhpc", "serve", str(data_tree),
+                           "--no-browser", "--ready-file", str(tmp_path / "no" / "such" / "f")],
+                          capture_output=True, text=True, timeout=60)
+    assert_one_line_error(proc, ExitStatus.SERVER, "cannot write ready file")
+    assert not list((private_registry / "servers").glob("server-*.json"))
+
+
+def test_server_runs_when_the_registry_cannot_be_written(data_tree: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    serve = start_serve([str(data_tree)], tmp_path,
+                        env={"FIREFLYHPC_RUNTIME_DIR": str(blocker / "registry")})
+    try:
+        assert get(serve.base + "datasets.json", serve.token)
+    finally:
+        assert stop_serve(serve) == 0
+    _, err = serve.process.communicate(timeout=30)
+    assert "cannot record this server in the registry" in err
