@@ -114,3 +114,53 @@ def test_scheduler_over_the_ssh_layer(cluster) -> None:  # type: ignore[no-untyp
         after = scheduler.poll([job_id])[job_id]
         assert after is None or after.state.finished
         cluster.ssh(cluster.login_host, ["rm", "-f", f"fireflyhpc-{job_id}.out"])
+
+
+def wait_for_output(cluster, path: str, needle: str) -> str:  # type: ignore[no-untyped-def]
+    text = ""
+    for _ in range(80):  # bounded: about 20 s
+        proc = cluster.ssh(cluster.login_host, ["cat", path])
+        text = proc.stdout
+        if needle in text:
+            break
+        time.sleep(0.25)
+    return text
+
+
+@pytest.mark.parametrize("importable", [True, False])
+def test_env_template_runs_setup_lines_in_the_job(cluster, slurm: Scheduler,  # type: ignore[no-untyped-def]
+                                                  importable: bool) -> None:
+    """firefly-env: the profile's setup lines run verbatim inside the job, then the remote
+    Python is asked for fireflyhpc and flask (here: tiny modules made in the user's home,
+    present or not), and the answer lands in the job's output file."""
+    folder = f"ff-env-{int(time.time() * 1000) % 10**9}"
+    if importable:
+        made = cluster.ssh(cluster.login_host, ["sh", "-c", f"mkdir -p {folder}/fireflyhpc && "
+                                                f"echo '__version__ = \"9.9\"' > "
+                                                f"{folder}/fireflyhpc/__init__.py && "
+                                                f": > {folder}/flask.py"])
+        assert made.returncode == 0, made.stderr
+    setup = [f'export PYTHONPATH="$HOME/{folder}"',
+             "echo \"setup ran: 'quoted' $((6 * 7))\""]
+    profile = cfg.parse_profile("mini", {"login": cluster.login_host, "time": "5",
+                                         "setup": setup, "python": "/usr/bin/python3"}, "<t>")
+    settings = cfg.resolve({"job_name": "ff-env-test"}, {}, profile)
+    template = tpl.find_template("firefly-env", None)
+    job_id = slurm.submit(tpl.render_template(template.text, tpl.template_values(settings),
+                                              name="firefly-env"))
+    try:
+        job = slurm.wait_running(job_id, timeout=90, backoff=FAST)
+        out = wait_for_output(cluster, f"fireflyhpc-{job_id}.out", "fireflyhpc: ")
+        out = wait_for_output(cluster, f"fireflyhpc-{job_id}.out",
+                              "environment ready" if importable else "cannot import")
+    finally:
+        slurm.cancel([job_id])
+        cluster.ssh(cluster.login_host, ["rm", "-rf", folder, f"fireflyhpc-{job_id}.out"])
+    lines = out.splitlines()
+    assert lines[0] == f"fireflyhpc: job {job_id} on {job.nodes[0]}: setting up the environment"
+    assert lines[1] == "setup ran: 'quoted' 42"
+    if importable:
+        assert lines[2:4] == ["fireflyhpc 9.9", "fireflyhpc: environment ready"]
+    else:
+        assert "ModuleNotFoundError: No module named 'fireflyhpc'" in out
+        assert lines[-1] == "fireflyhpc: the remote Python cannot import fireflyhpc and flask"
