@@ -192,7 +192,9 @@ def _check(validator: v.Validator, value: Any, where: str) -> Any:
     try:
         return validator(value)
     except ValueError as exc:
-        shown = value if not isinstance(value, str) else repr(value)
+        shown = repr(value) if isinstance(value, str) else str(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
         raise ConfigError(f"{where} = {shown}: {exc}") from None
 
 
