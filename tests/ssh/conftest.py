@@ -28,6 +28,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from ssh_testutil import free_port, keygen
+
 SSHD = "/usr/sbin/sshd"
 USERS = ("ffssh-key", "ffssh-2fa")
 
@@ -42,18 +44,6 @@ def _require_root_sshd() -> None:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def keygen(path: Path, *, kind: str = "ed25519", passphrase: str = "") -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", path.name,
-                    "-f", str(path)], check=True, stdin=subprocess.DEVNULL)
-    return path
 
 
 @dataclasses.dataclass

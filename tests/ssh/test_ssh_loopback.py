@@ -17,7 +17,7 @@ from fireflyhpc.errors import RemoteCommandError, SSHError
 from fireflyhpc.ssh import (Authenticator, CallbackPrompter, ChannelOpenError, RemoteTimeoutError,
                             SSHConnection)
 
-from conftest import free_port, keygen
+from ssh_testutil import free_port, keygen
 
 HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "back\\slash", "*", "-n", "", "tab\there",
            '"dq"', "!bang", "~", "é ü"]
