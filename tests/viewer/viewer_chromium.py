@@ -66,7 +66,10 @@ class Page:
         self.ws.send(json.dumps({"id": my_id, "method": method, "params": params or {}}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            message = json.loads(self.ws.recv())
+            try:
+                message = json.loads(self.ws.recv())
+            except (websocket.WebSocketException, OSError) as exc:
+                raise BrowserError(f"{method}: DevTools connection failed: {exc!r}") from exc
             if message.get("id") == my_id:
                 if "error" in message:
                     raise BrowserError(f"{method}: {message['error']}")
@@ -130,10 +133,11 @@ class Chromium:
         self.port = 0
 
     def __enter__(self) -> "Chromium":
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.profile / "stderr.log", "wb"), start_new_session=True)
+        with open(self.profile / "stderr.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True)
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -141,8 +145,9 @@ class Chromium:
                 self.port = int(port_file.read_text().split()[0])
                 return self
             time.sleep(0.1)
+        tail = self.stderr_text()[-2000:]
         self.__exit__(None, None, None)
-        raise BrowserError("chromium did not open its DevTools port")
+        raise BrowserError(f"chromium did not open its DevTools port; stderr ends: {tail}")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
