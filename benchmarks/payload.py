@@ -4,9 +4,10 @@
 Run by hand (not in CI):  python3 benchmarks/payload.py [--big-mib 1024] [--small 500]
 
 Measures, for each server:
-- 500 sequential GETs of small files (requests/s), with one client that keeps
-  its connection open as long as the server allows and reconnects when the
-  server closes it; the number of TCP connections it had to open is reported;
+- 500 sequential GETs of small files (requests/s), with one client per server
+  that keeps its connection open as long as the server allows and reconnects
+  when the server closes it; the number of TCP connections it had to open is
+  reported. The two clients take turns in blocks of 25 requests;
 - one GET of a 1 GiB file (MB/s, best of --repeat runs, page cache warm).
 Measurements of the two servers are interleaved (alternating which goes first)
 and the median of --repeat runs is reported, because a shared machine is noisy;
@@ -96,26 +97,51 @@ def start_http_server(root: Path) -> Target:
     return Target("python -m http.server", "127.0.0.1", int(match[1]), "/bench/", {}, process)
 
 
-def small_gets(target: Target, count: int) -> tuple[float, int]:
-    """(requests/s, TCP connections opened) for ``count`` sequential small GETs."""
-    conn = http.client.HTTPConnection(target.host, target.port, timeout=60)
-    opened = 0
-    start = time.perf_counter()
-    for i in range(count):
-        if conn.sock is None:
-            conn.connect()
-            opened += 1
-        conn.request("GET", f"{target.prefix}small{i % SMALL_FILES:03d}.ffly",
-                     headers=target.headers)
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200 or len(body) != SMALL_SIZE:
-            raise SystemExit(f"{target.name}: bad response {response.status}")
-        if response.will_close:
-            conn.close()
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return count / elapsed, opened
+class SmallClient:
+    """Sequential small GETs against one server over one http.client connection,
+    kept open as long as the server allows; reconnects are counted."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.conn = http.client.HTTPConnection(target.host, target.port, timeout=60)
+        self.opened = 0
+        self.done = 0
+        self.elapsed = 0.0
+        self.cpu = 0.0
+        self.process = psutil.Process(target.process.pid)
+
+    def run(self, count: int) -> None:
+        before = self.process.cpu_times()
+        start = time.perf_counter()
+        for _ in range(count):
+            if self.conn.sock is None:
+                self.conn.connect()
+                self.opened += 1
+            name = f"small{self.done % SMALL_FILES:03d}.ffly"
+            self.conn.request("GET", self.target.prefix + name, headers=self.target.headers)
+            response = self.conn.getresponse()
+            body = response.read()
+            if response.status != 200 or len(body) != SMALL_SIZE:
+                raise SystemExit(f"{self.target.name}: bad response {response.status}")
+            if response.will_close:
+                self.conn.close()
+            self.done += 1
+        self.elapsed += time.perf_counter() - start
+        after = self.process.cpu_times()
+        self.cpu += (after.user + after.system) - (before.user + before.system)
+
+
+def small_gets(targets: list[Target], count: int, block: int = 25) -> dict[str, SmallClient]:
+    """``count`` GETs per server, in blocks of ``block`` alternating between the
+    servers, so that both see the same load from the rest of the machine."""
+    clients = {t.name: SmallClient(t) for t in targets}
+    for i in range(0, count, block):
+        order = targets if (i // block) % 2 == 0 else targets[::-1]
+        for target in order:
+            clients[target.name].run(min(block, count - i))
+    for client in clients.values():
+        client.conn.close()
+    return clients
 
 
 def big_get(target: Target, size: int) -> float:
@@ -161,11 +187,10 @@ def main() -> int:
         try:
             for run in range(args.repeat):
                 order = targets if run % 2 == 0 else targets[::-1]
-                for target in order:
-                    (rps, conns), cpu = with_cpu(target, lambda: small_gets(target, args.small))
-                    results[target.name]["rps"].append(rps)
-                    results[target.name]["conns"].append(conns)
-                    results[target.name]["cpu_small"].append(cpu)
+                for name, client in small_gets(targets, args.small).items():
+                    results[name]["rps"].append(client.done / client.elapsed)
+                    results[name]["conns"].append(client.opened)
+                    results[name]["cpu_small"].append(client.cpu)
                 for target in order:
                     mbs, cpu = with_cpu(target, lambda: big_get(target, size))
                     results[target.name]["mbs"].append(mbs)
