@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
-from urllib.parse import unquote, urlparse
 
 import platformdirs
 
@@ -69,34 +68,14 @@ def _distribution() -> importlib.metadata.Distribution | None:
         return None
 
 
-def source_tree(dist: importlib.metadata.Distribution | None) -> Path | None:
-    """The source checkout the running fireflyhpc comes from, or None for a regular install.
+def source_tree() -> Path | None:
+    """The source checkout the running fireflyhpc is imported from, or None.
 
-    An editable install names it in ``direct_url.json``; a bare checkout on
-    ``sys.path`` is recognized by the pyproject.toml beside the package.
+    Editable installs and bare checkouts import the package from a folder with
+    the project's pyproject.toml beside it; a regular install never does.
     """
-    if dist is not None:
-        try:
-            direct = json.loads(dist.read_text("direct_url.json") or "{}")
-        except ValueError:
-            direct = {}
-        if direct.get("dir_info", {}).get("editable") and direct.get("url", "").startswith("file:"):
-            tree = Path(unquote(urlparse(direct["url"]).path))
-            if (tree / "pyproject.toml").is_file():
-                return tree
     package = Path(fireflyhpc.__file__).resolve().parent
-    if (package.parent / "pyproject.toml").is_file() and (
-            dist is None or not _installed_from_record(dist, package)):
-        return package.parent
-    return None
-
-
-def _installed_from_record(dist: importlib.metadata.Distribution, package: Path) -> bool:
-    """True when the dist's RECORD holds the package's own __init__.py (a regular install)."""
-    for file in dist.files or ():
-        if str(file).replace("\\", "/") == f"{DIST_NAME}/__init__.py":
-            return Path(str(file.locate())).resolve() == package / "__init__.py"
-    return False
+    return package.parent if (package.parent / "pyproject.toml").is_file() else None
 
 
 def _source_files(tree: Path) -> list[str]:
@@ -128,7 +107,7 @@ def local_build_id() -> str | None:
     Two checkouts at the same version but with different code differ here, so a
     developer's remote venv is refreshed when the code changes.
     """
-    tree = source_tree(_distribution())
+    tree = source_tree()
     return None if tree is None else _digest(tree, _source_files(tree))
 
 
@@ -218,7 +197,7 @@ def project_wheel(cache: Path | None = None) -> ProjectWheel:
     """
     cache = cache or cache_dir()
     dist = _distribution()
-    tree = source_tree(dist)
+    tree = source_tree()
     build = None
     if tree is not None:
         path = build_from_source(tree, cache)
