@@ -71,7 +71,7 @@ def _first_line(process: subprocess.Popen[str], timeout: float = 60) -> str:
     reader.join(timeout)
     if not out or not out[0]:
         process.kill()
-        raise SystemExit(f"server did not start: {process.args}")
+        raise SystemExit(f"server did not start: {process.args!r}")
     return out[0]
 
 
