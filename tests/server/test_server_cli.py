@@ -211,3 +211,23 @@ def test_server_runs_when_the_registry_cannot_be_written(data_tree: Path, tmp_pa
         assert stop_serve(serve) == 0
     _, err = serve.process.communicate(timeout=30)
     assert "cannot record this server in the registry" in err
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_loopback(data_tree: Path, tmp_path: Path) -> None:
+    serve = start_serve([str(data_tree), "--host", "::1"], tmp_path)
+    try:
+        assert serve.url.startswith("http://[::1]:")
+        assert json.loads(serve.ready_file.read_text())["host"] == "::1"
+        assert get(serve.base + "data/galaxy/Gas000.ffly", serve.token) == GAS_BYTES
+    finally:
+        assert stop_serve(serve) == 0
