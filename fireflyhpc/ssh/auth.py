@@ -40,7 +40,7 @@ class Prompter(Protocol):
 
     def interactive(self, title: str, instructions: str,
                     prompts: Sequence[tuple[str, bool]]) -> list[str]:
-        """Show ``title``/``instructions`` and ask each (prompt, echo) exactly as the server words it."""
+        """Show ``title``/``instructions``; ask each (prompt, echo) as the server words it."""
         ...
 
 
@@ -105,7 +105,8 @@ class CallbackPrompter:
     def interactive(self, title: str, instructions: str,
                     prompts: Sequence[tuple[str, bool]]) -> list[str]:
         if self._interactive is None:
-            raise SSHError(f"no answers available for the server's prompts {[p for p, _ in prompts]}")
+            asked = [p for p, _ in prompts]
+            raise SSHError(f"no answers available for the server's prompts {asked}")
         return self._interactive(title, instructions, prompts)
 
 
@@ -153,9 +154,10 @@ class Authenticator:
 
     @staticmethod
     def _order(spec: HostSpec) -> list[str]:
+        asks = not spec.batch_mode
         enabled = {"publickey": spec.pubkey_authentication,
-                   "keyboard-interactive": spec.kbd_interactive_authentication and not spec.batch_mode,
-                   "password": spec.password_authentication and not spec.batch_mode}
+                   "keyboard-interactive": spec.kbd_interactive_authentication and asks,
+                   "password": spec.password_authentication and asks}
         order = [m for m in spec.preferred_authentications if m in enabled] or list(enabled)
         return [m for m in order if enabled[m]]
 

@@ -114,7 +114,8 @@ def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
         raise ConfigError(f"cannot parse SSH config {path}: {exc}") from exc
 
 
-def parse_config_text(text: str, *, base_dir: str | os.PathLike[str] = "~/.ssh") -> paramiko.SSHConfig:
+def parse_config_text(text: str, *,
+                      base_dir: str | os.PathLike[str] = "~/.ssh") -> paramiko.SSHConfig:
     """Parse ssh_config ``text`` (relative ``Include`` paths resolved against ``base_dir``)."""
     return paramiko.SSHConfig.from_file(io.StringIO(_inline_text(text, Path(base_dir), 0)))
 

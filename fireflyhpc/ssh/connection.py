@@ -246,7 +246,7 @@ class SSHConnection:
         return parent_ok and bool(self._transports) and all(t.is_active() for t in self._transports)
 
     def probe(self, timeout: float = 5.0) -> bool:
-        """Round-trip a keepalive request to the final host; False if no answer within ``timeout``."""
+        """Round-trip a keepalive request to the final host; False if none within ``timeout``."""
         try:
             transport = self.transport
         except SSHError:
@@ -343,7 +343,8 @@ def _dial(spec: HostSpec) -> object:
     try:
         sock = socket.create_connection((spec.hostname, spec.port), timeout=timeout)
     except socket.gaierror as exc:
-        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): {exc.strerror}") from exc
+        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): "
+                       f"{exc.strerror}") from exc
     except UnicodeError as exc:  # Python's IDNA encoding refuses the name before any lookup
         raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): not a valid host "
                        "name") from exc

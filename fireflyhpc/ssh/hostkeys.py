@@ -137,7 +137,8 @@ class HostKeyChecker:
         for entry in known:
             if entry.revoked and entry.key_base64 == offered_b64:
                 raise SSHError(f"host key for {spec.label} is REVOKED in {entry.path} line "
-                               f"{entry.line}: {offered_type} {fingerprint(key)}; refusing to connect")
+                               f"{entry.line}: {offered_type} {fingerprint(key)}; "
+                               "refusing to connect")
         for entry in known:
             if not entry.revoked and entry.key_base64 == offered_b64:
                 log.debug("host key of %s matches %s:%d", spec.label, entry.path, entry.line)

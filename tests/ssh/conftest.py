@@ -161,7 +161,8 @@ def make_config(tmp_path: Path, sshd: LoopbackSSHD) -> Callable[..., Path]:
             identity = sshd.keys[user]
         ident = f"    IdentityFile {identity}\n" if identity else ""
         text = (f"Host target\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {user}\n"
-                f"{ident}    IdentitiesOnly {'yes' if identities_only else 'no'}\n    UserKnownHostsFile {kh}\n"
+                f"{ident}    IdentitiesOnly {'yes' if identities_only else 'no'}\n"
+                f"    UserKnownHostsFile {kh}\n"
                 f"    GlobalKnownHostsFile /dev/null\n    ConnectTimeout 10\n{extra}\n{more}\n")
         path = tmp_path / "ssh_config"
         path.write_text(text)

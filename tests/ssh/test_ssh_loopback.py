@@ -416,7 +416,8 @@ def answer():
     client.sendall(b'HTTP/1.0 400 Bad Request\\r\\n\\r\\n')
     client.close()
 threading.Thread(target=answer, daemon=True).start()
-open(sys.argv[2], 'w').write(f'Host web\\n HostName 127.0.0.1\\n Port {{server.getsockname()[1]}}\\n')
+port = server.getsockname()[1]
+open(sys.argv[2], 'w').write(f'Host web\\n HostName 127.0.0.1\\n Port {{port}}\\n')
 try:
     SSHConnection.open('web', ssh_config=sys.argv[2])
 except SSHError as exc:

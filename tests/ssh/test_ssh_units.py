@@ -58,7 +58,9 @@ def test_known_hosts_matching(tmp_path: Path) -> None:
         "garbage",
         f"[login1]:2222 ssh-rsa {ED_B64}",
     ]) + "\n")
-    lines = lambda name: [(k.line, k.revoked) for k in known_keys((str(kh), "/nonexistent"), name)]
+    def lines(name: str) -> list[tuple[int, bool]]:
+        return [(k.line, k.revoked) for k in known_keys((str(kh), "/nonexistent"), name)]
+
     assert lines("login1") == [(3, False)]
     assert lines("LOGIN1") == [(3, False)]  # host names are case-insensitive
     assert lines("198.18.0.2") == [(3, False)]
