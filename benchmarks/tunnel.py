@@ -38,7 +38,8 @@ sys.path.insert(0, str(HERE))
 import tunnel_payload as payload  # noqa: E402
 
 ENV_FILE = Path(os.environ.get("MINICLUSTER_DIR", "/tmp/fireflyhpc-minicluster")) / "env"
-PORT_LOOP, PORT_ADDR, PORT_CHAIN = 47101, 47102, 47103
+# Fixed ports below the ephemeral range (32768+), so no outgoing connection holds them.
+PORT_LOOP, PORT_ADDR, PORT_CHAIN = 27101, 27102, 27103
 MiB = 2**20
 
 
@@ -190,7 +191,7 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--rtt", type=int, default=1000, help="sequential round trips")
     parser.add_argument("--rows", default="", help="comma-separated substrings of row names")
-    parser.add_argument("--port", type=int, default=47110, help="local port of every row")
+    parser.add_argument("--port", type=int, default=27110, help="local port of every row")
     parser.add_argument("--sshtunnel-row", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sshtunnel_row:

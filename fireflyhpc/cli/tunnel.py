@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -40,6 +41,9 @@ def tunnel_command(obj: object, node: str, remote_port: str, login: str, local_p
         remote_port=parse_port(remote_port, what="remote port", allow_zero=False),
         local_port=parse_port(local_port, what="local port"),
         ssh_config=getattr(obj, "ssh_config", None), accept_new_host_key=accept_new_host_key)
+    # paramiko reports dropped connections at ERROR level; the tunnel logs what
+    # matters itself (reconnects), so keep paramiko's lines off the terminal.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

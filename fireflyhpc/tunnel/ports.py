@@ -69,12 +69,13 @@ def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     except (psutil.AccessDenied, OSError):
         return None
     wildcard = {"0.0.0.0", "::", host, "::ffff:" + host}
-    for conn in conns:
-        if conn.status != psutil.CONN_LISTEN or not conn.laddr:
-            continue
-        if conn.laddr.port != port or conn.laddr.ip not in wildcard:
-            continue
-        return describe_pid(conn.pid)
+    mine = [c for c in conns if c.laddr and c.laddr.port == port and c.laddr.ip in wildcard]
+    for conn in mine:
+        if conn.status == psutil.CONN_LISTEN:
+            return describe_pid(conn.pid)
+    for conn in mine:  # no listener: an open connection may use the port
+        if conn.status != psutil.CONN_TIME_WAIT:
+            return f"a {conn.status.lower()} connection of {describe_pid(conn.pid)}"
     return None
 
 
