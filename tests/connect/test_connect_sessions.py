@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import socket
@@ -98,7 +99,11 @@ def test_prune_drops_only_dead_entries(tmp_path: Path, sleeper) -> None:  # type
     assert {r.id for r in store.list()} == {alive.id, foreign.id}
 
 
-def test_unreadable_and_future_files_are_skipped(tmp_path: Path, sleeper, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_and_future_files_are_skipped(tmp_path: Path, sleeper, caplog,  # type: ignore[no-untyped-def]
+                                                 monkeypatch) -> None:
+    # The CLI (if run in-process earlier) stops "fireflyhpc" logs from reaching the root.
+    monkeypatch.setattr(logging.getLogger("fireflyhpc"), "propagate", True)
+    caplog.set_level(logging.WARNING, logger="fireflyhpc.sessions")
     store = SessionStore(tmp_path)
     good = store.add(record_for(sleeper))
     (tmp_path / "0000000a.json").write_text("{not json")
