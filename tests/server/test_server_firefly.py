@@ -91,3 +91,33 @@ def test_firefly_manifests_resolve_to_each_datasets_files(firefly_server: LiveSe
 def test_firefly_data_paths_are_contained(firefly_server: LiveServer, path: str) -> None:
     response, _ = firefly_server.request(path)
     assert response.status == 404
+
+
+def test_dataset_written_by_fireflys_reader(tmp_path: Path) -> None:
+    """Firefly's own Reader output, served to Firefly's app: every manifest entry
+    (particles and settings) resolves under static/data/."""
+    np = pytest.importorskip("numpy")
+    data_reader = pytest.importorskip("firefly.data_reader")
+    reader = data_reader.Reader(datadir=str(tmp_path / "snap"), write_startup=False,
+                                max_npart_per_file=400)
+    reader.static_data_dir = str(tmp_path / "static-data")  # keep site-packages untouched
+    (tmp_path / "static-data").mkdir()
+    reader.addParticleGroup(data_reader.ParticleGroup(
+        "Stars", np.random.default_rng(1).normal(size=(1000, 3)), loud=False))
+    reader.writeToDisk(loud=False)
+
+    datasets = discover([tmp_path / "snap"])
+    app = create_app(choose_app("firefly"), datasets, "reader-test-token-1234")
+    live, stop = start_in_process(app, "reader-test-token-1234")
+    try:
+        _, body = live.request("/static/data/startup.json")
+        assert json.loads(body) == {"0": "data/snap"}
+        _, body = live.request("/static/data/snap/filenames.json")
+        manifest = json.loads(body)
+        entries = [entry[0] for files in manifest.values() for entry in files]
+        assert len(manifest["Stars"]) == 3 and manifest["options"]
+        for entry in entries:
+            response, body = live.request(f"/static/data/{entry}")
+            assert response.status == 200 and body, entry
+    finally:
+        stop()
