@@ -130,7 +130,8 @@ if [ "$kind" = command ]; then
     cmd=$(printf '%s\n' "$1" | sed "s/{{port}}/$port/g")
     setsid sh -c "$cmd" >"$dir/server.log" 2>&1 </dev/null &
 else
-    setsid "$@" >"$dir/server.log" 2>&1 </dev/null &
+    # stdout carries the token URL: keep it out of files; the port is in the ready file
+    setsid "$@" >/dev/null 2>"$dir/server.log" </dev/null &
 fi
 pid=$!
 echo "$pid" >"$dir/pgid"

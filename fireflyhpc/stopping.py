@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Iterator
 
 import psutil
@@ -65,18 +66,28 @@ def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | No
 
 def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
     try:
-        proc = psutil.Process(record.pid)
         os.kill(record.pid, signal.SIGTERM)
-        proc.wait(timeout=WAIT_FOR_CONNECT)
-    except psutil.NoSuchProcess:
-        pass
     except ProcessLookupError:
         pass
-    except psutil.TimeoutExpired:
-        raise FireflyHPCError(f"connect (pid {record.pid}) is still cleaning up after "
-                              f"{WAIT_FOR_CONNECT:g} s") from None
+    deadline = time.monotonic() + WAIT_FOR_CONNECT
+    while _still_running(record):
+        if time.monotonic() > deadline:
+            raise FireflyHPCError(f"connect (pid {record.pid}) is still cleaning up after "
+                                  f"{WAIT_FOR_CONNECT:g} s")
+        time.sleep(0.1)
     store.remove(record.id)  # normally gone already: connect removes it itself
     return f"{record.id}: stopped (job {record.job_id} on {record.node})"
+
+
+def _still_running(record: SessionRecord) -> bool:
+    """True while the connect process lives (a zombie waiting for its parent has ended)."""
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.pid_create_time) >= 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
 
 
 def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:

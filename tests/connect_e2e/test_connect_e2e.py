@@ -1,0 +1,166 @@
+"""`fireflyhpc connect` end to end on the mini cluster: the real CLI as a subprocess,
+real sshd and Slurm, the payload as the bench user on a compute node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from connect_e2e_helpers import (assert_nothing_left, http_get, one_error_line, port_free, ssh_lines,
+                      url_parts, wait_for)
+
+pytestmark = pytest.mark.cluster
+
+CYCLES = int(os.environ.get("FIREFLYHPC_CONNECT_CYCLES", "5"))
+
+
+def _session(bench, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+    found = [s for s in bench.sessions() if s.get("job_id") == job_id]
+    assert len(found) == 1, bench.sessions()
+    return found[0]
+
+
+def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None:  # type: ignore[no-untyped-def]
+    run = bench.connect()
+    url = run.wait_url()
+    port, token = url_parts(url)
+    record = next(s for s in bench.sessions() if s["local_port"] == port)
+    job_id, node, remote_port = record["job_id"], record["node"], record["remote_port"]
+    try:
+        assert record["liveness"] == "alive" and record["url"] == url
+        assert bench.squeue()[job_id] == "RUNNING"
+        status, body = http_get(port, "/", token)
+        assert status == 200 and b"<html" in body.lower()
+        status, body = http_get(port, "/datasets.json", token)
+        assert status == 200 and json.loads(body), body
+        assert http_get(port, "/datasets.json", None)[0] == 403
+        # The payload runs on the node, as the user, in its own process group.
+        procs = bench.payloads(job_id)
+        assert len(procs) == 1 and procs[0].username() == bench.cluster.user
+        assert os.getpgid(procs[0].pid) == procs[0].pid
+        # Another user on the same node: no token in `ps`, no way in without it.
+        ps = ssh_lines(bench, node, ["ps", "-eo", "args"], user=bench.cluster.other_user)
+        assert "fireflyhpc serve" in ps and token not in ps
+        probe = ("import urllib.request, urllib.error, sys\n"
+                 "try: urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/datasets.json')\n"
+                 "except urllib.error.HTTPError as e: print(e.code)\n")
+        out = ssh_lines(bench, node, ["python3", "-c", probe, str(remote_port)],
+                        user=bench.cluster.other_user)
+        assert out.strip() == "403"
+        # The token is in no file on the cluster's shared home, nor readable there.
+        home = bench.cluster.home()
+        for path in (home / ".fireflyhpc").rglob("*"):
+            if path.is_file() and job_id in str(path):
+                assert token not in path.read_text(errors="replace")
+        assert (home / ".fireflyhpc" / "run").stat().st_mode & 0o077 == 0
+    finally:
+        started = time.monotonic()
+        rc = run.stop(signal.SIGINT)
+    assert rc == 0, run.stderr_text
+    assert "stopped" in run.stderr_text
+    assert_nothing_left(bench, job_id, port, timeout=max(1.0, 15 - (time.monotonic() - started)))
+
+
+def test_connect_attach_by_job_and_by_node_never_cancels(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    node = bench.wait_running(job_id)
+    for args in (("--job", job_id), (node,)):
+        run = bench.connect(*args)
+        port, token = url_parts(run.wait_url())
+        status, body = http_get(port, "/datasets.json", token)
+        assert status == 200 and json.loads(body)
+        assert _session(bench, job_id)["node"] == node
+        assert run.stop(signal.SIGTERM) == 0, run.stderr_text
+        assert_nothing_left(bench, job_id, port, job_gone=False)
+        assert bench.squeue().get(job_id) == "RUNNING"  # attached: the job stays
+
+
+def test_connect_stop_cycles_leave_nothing(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    bench.wait_running(job_id)
+    ports = []
+    for _ in range(CYCLES):
+        run = bench.connect("--job", job_id)
+        port, token = url_parts(run.wait_url())
+        ports.append(port)
+        assert http_get(port, "/", token)[0] == 200
+        sid = _session(bench, job_id)["id"]
+        out = bench.run("stop", sid)
+        assert out.returncode == 0 and sid in out.stdout, out.stderr
+        assert run.finish(30) == 0, run.stderr_text
+    assert_nothing_left(bench, job_id, None, job_gone=False)
+    assert all(port_free(p) for p in ports)
+    assert bench.squeue().get(job_id) == "RUNNING"
+
+
+def test_connect_detach_reuse_and_stop(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
+    done = bench.run("connect", "--cluster", "mini", "--no-browser", "--detach", timeout=180)
+    assert done.returncode == 0, done.stderr
+    detached = [s for s in bench.sessions() if s["detached"]]
+    assert len(detached) == 1
+    job_id, remote_port = detached[0]["job_id"], detached[0]["remote_port"]
+    cleanup_jobs.append(job_id)
+    assert bench.squeue()[job_id] == "RUNNING" and len(bench.payloads(job_id)) == 1
+    # A later connect --job reuses that very server (same port, same token file).
+    run = bench.connect("--job", job_id)
+    port, token = url_parts(run.wait_url())
+    assert http_get(port, "/datasets.json", token)[0] == 200
+    assert _session(bench, job_id)["remote_port"] == remote_port
+    assert "reusing the detached server" in run.read_stderr_until("reusing|Ctrl-C")
+    assert run.stop(signal.SIGINT) == 0
+    assert_nothing_left(bench, job_id, port, job_gone=False)
+    # Detach again, then `stop ID` ends server (and not this attached job) over SSH.
+    done = bench.run("connect", "--cluster", "mini", "--no-browser", "--job", job_id,
+                     "--detach", timeout=180)
+    assert done.returncode == 0, done.stderr
+    sid = _session(bench, job_id)["id"]
+    assert len(bench.payloads(job_id)) == 1
+    out = bench.run("stop", sid)
+    assert out.returncode == 0, out.stderr
+    assert_nothing_left(bench, job_id, None, job_gone=False)
+    assert bench.squeue().get(job_id) == "RUNNING"
+
+
+def test_connect_ends_when_the_job_is_cancelled_outside(bench) -> None:  # type: ignore[no-untyped-def]
+    run = bench.connect()
+    port, _ = url_parts(run.wait_url())
+    job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
+    bench.scancel(job_id)
+    rc = run.finish(timeout=30)
+    assert rc != 0 and f"job {job_id} was cancelled or ended outside fireflyhpc" in \
+        run.stderr_text, run.stderr_text
+    assert_nothing_left(bench, job_id, port)
+
+
+def test_connect_pending_shows_reason_and_ctrl_c_leaves_no_job(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
+    small = bench.cluster.small_partition
+    blocker = bench.sbatch("--partition", small, "--exclusive")
+    cleanup_jobs.append(blocker)
+    bench.wait_running(blocker)
+    before = set(bench.squeue())
+    run = bench.connect("--partition", small, "--time", "2:00")
+    line = run.read_stderr_until(r"PENDING, reason: \w+")
+    assert "PENDING" in line and "reason" in line
+    mine = set(bench.squeue()) - before
+    assert len(mine) == 1
+    assert run.stop(signal.SIGINT, timeout=30) == 130, run.stderr_text
+    (job_id,) = mine
+    assert wait_for(lambda: job_id not in bench.squeue(), 15), bench.squeue()
+
+
+@pytest.mark.skipif(os.environ.get("FIREFLYHPC_SKIP_SLOW") == "1", reason="slow (time limit)")
+def test_connect_ends_at_the_time_limit_with_a_warning(bench) -> None:  # type: ignore[no-untyped-def]
+    run = bench.connect("--time", "1")
+    port, _ = url_parts(run.wait_url())
+    job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
+    rc = run.finish(timeout=180)
+    assert "reaches its time limit in" in run.stderr_text, run.stderr_text
+    assert rc != 0 and f"job {job_id} reached its time limit" in run.stderr_text, \
+        run.stderr_text
+    assert_nothing_left(bench, job_id, port)
