@@ -76,7 +76,8 @@ def build_groups(scale: float = 1.0, seed: int = SEED) -> list[ParticleGroup]:
     rng = random.Random(seed)
     counts = {k: max(1, int(v * scale)) for k, v in COUNTS.items()}
     return [
-        ParticleGroup("DiskStars", ParticleData(_disk(rng, counts["DiskStars"], 3.0, 0.25, 0.5, 0.3)),
+        ParticleGroup("DiskStars",
+                      ParticleData(_disk(rng, counts["DiskStars"], 3.0, 0.25, 0.5, 0.3)),
                       color=(1.0, 0.85, 0.6, 1.0), size=0.03),
         ParticleGroup("BulgeStars", ParticleData(_bulge(rng, counts["BulgeStars"], 1.1)),
                       color=(1.0, 0.65, 0.35, 1.0), size=0.03),

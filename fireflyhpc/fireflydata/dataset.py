@@ -103,8 +103,8 @@ _GROUP_DEFAULTS: dict[str, Any] = {
 def _group_settings(group: ParticleGroup) -> dict[str, Any]:
     data = group.data
     names = list(data.fields)
-    filterable = [n for n, f in zip(names, data.filter_flags or []) if f]
-    mappable = [n for n, f in zip(names, data.colormap_flags or []) if f]
+    filterable = [n for n, f in zip(names, data.filter_flags or [], strict=True) if f]
+    mappable = [n for n, f in zip(names, data.colormap_flags or [], strict=True) if f]
     return {
         "partsColors": list(group.color), "partsSizeMultipliers": group.size,
         "showParts": group.visible, **_GROUP_DEFAULTS,
@@ -122,7 +122,8 @@ def settings_for(groups: Sequence[ParticleGroup], **scene: Any) -> dict[str, Any
     """
     per_group = {g.name: _group_settings(g) for g in groups}
     keys = next(iter(per_group.values()), {}).keys()
-    settings: dict[str, Any] = {key: {name: s[key] for name, s in per_group.items()} for key in keys}
+    settings: dict[str, Any] = {
+        key: {name: s[key] for name, s in per_group.items()} for key in keys}
     settings.update({k: v for k, v in scene.items() if v is not None})
     settings["loaded"] = True
     return settings
@@ -210,9 +211,10 @@ _JSON_SPECIAL = ("Coordinates", "Coordinates_flat", "Velocities", "Velocities_fl
                  "rgbaColors_flat", "filterKeys", "colormapKeys", "radiusKeys")
 
 
-def _flat(values: Any) -> list[float]:
+def _flat(values: Any) -> "array[float]":
     """Firefly's older JSON files hold [[x, y, z], ...]; newer ones a flat list."""
-    return [v for row in values for v in row] if values and isinstance(values[0], list) else values
+    nested = bool(values) and isinstance(values[0], list)
+    return array("f", [v for row in values for v in row] if nested else values)
 
 
 def particles_from_json(content: Any, where: str) -> ParticleData:
@@ -223,14 +225,16 @@ def particles_from_json(content: Any, where: str) -> ParticleData:
     ``colormapKeys``, ``radiusKeys`` naming the fields each flag applies to.
     """
     if not isinstance(content, dict) or "octree" in content:
-        raise FireflyFormatError(f"{where}: not a particle file (octree datasets are not supported)")
+        raise FireflyFormatError(
+            f"{where}: not a particle file (octree datasets are not supported)")
     try:
         coords = _flat(content.get("Coordinates_flat") or content["Coordinates"])
         vel = content.get("Velocities_flat") or content.get("Velocities")
         names = [k for k, v in content.items() if k not in _JSON_SPECIAL and isinstance(v, list)]
+        rgba = content.get("rgbaColors_flat")
         return ParticleData(
-            coords, None if vel is None else _flat(vel), content.get("rgbaColors_flat"),
-            {k: content[k] for k in names},
+            coords, None if vel is None else _flat(vel), None if rgba is None else _flat(rgba),
+            {k: _flat(content[k]) for k in names},
             [k in content.get("filterKeys", []) for k in names],
             [k in content.get("colormapKeys", []) for k in names],
             [k in content.get("radiusKeys", []) for k in names])

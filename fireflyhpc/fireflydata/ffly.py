@@ -58,6 +58,10 @@ def _from_le(data: bytes | memoryview) -> "array[float]":
     return values
 
 
+def _flags(given: list[bool] | None, default: bool, count: int) -> list[bool]:
+    return [bool(f) for f in given] if given is not None else [default] * count
+
+
 @dataclass
 class ParticleData:
     """The particles of one ``.ffly`` file; every array is flat float32.
@@ -84,10 +88,9 @@ class ParticleData:
             self.rgba_colors = _floats(self.rgba_colors)
         self.fields = {name: _floats(v) for name, v in self.fields.items()}
         nfields = len(self.fields)
-        self.filter_flags = list(self.filter_flags) if self.filter_flags is not None else [True] * nfields
-        self.colormap_flags = (list(self.colormap_flags) if self.colormap_flags is not None
-                               else [True] * nfields)
-        self.radius_flags = list(self.radius_flags) if self.radius_flags is not None else [False] * nfields
+        self.filter_flags = _flags(self.filter_flags, True, nfields)
+        self.colormap_flags = _flags(self.colormap_flags, True, nfields)
+        self.radius_flags = _flags(self.radius_flags, False, nfields)
         self.validate()
 
     @property

@@ -49,7 +49,8 @@ def http_server() -> Iterator[Callable[[Path], str]]:
 
     def start(directory: Path) -> str:
         proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(directory)],
+            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+             "-d", str(directory)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
         procs.append(proc)
         assert proc.stdout is not None
@@ -90,7 +91,8 @@ def firefly_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         field_arrays=[rng.random(10_000)], field_names=["Temperature"],
         partsColors=[1.0, 0.2, 0.2, 1.0], partsSizeMultipliers=0.02, loud=False))
     reader.addParticleGroup(data_reader.ParticleGroup(
-        "Cloud", rng.normal(size=(3_000, 3)) * 0.3 + [2.5, 0.0, 0.0], rgba_colors=rng.random((3_000, 4)), loud=False))
+        "Cloud", rng.normal(size=(3_000, 3)) * 0.3 + [2.5, 0.0, 0.0],
+        rgba_colors=rng.random((3_000, 4)), loud=False))
     reader.writeToDisk(loud=False)
     return base / "ffreader"
 

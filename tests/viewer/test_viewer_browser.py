@@ -112,7 +112,8 @@ def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: P
     export_site(tmp_path / "site", [firefly_dataset, firefly_json_dataset])
     state = open_viewer(page, http_server(tmp_path / "site"))
     assert state["dataset"] == "ffreader" and state["particles"] == 13_000
-    assert [(g["name"], g["npart"]) for g in state["groups"]] == [("Halo", 10_000), ("Cloud", 3_000)]
+    groups = [(g["name"], g["npart"]) for g in state["groups"]]
+    assert groups == [("Halo", 10_000), ("Cloud", 3_000)]
     both = page.screenshot()
     (tmp_path / "firefly-reader.png").write_bytes(both)
     assert lit_pixels(both, box=SCENE) > 500
@@ -124,7 +125,8 @@ def test_firefly_reader_dataset_in_bundled_viewer(page: Page, firefly_dataset: P
     assert options == ["ffreader", "ffjson"]
     page.evaluate("const s = document.getElementById('dataset'); s.value = 'ffjson';"
                   "s.dispatchEvent(new Event('change'))")
-    page.wait_for("window.fireflyViewer.dataset === 'ffjson' && document.body.dataset.state === 'ready'")
+    page.wait_for("window.fireflyViewer.dataset === 'ffjson' && "
+                  "document.body.dataset.state === 'ready'")
     assert page.evaluate("window.fireflyViewer.particles") == 500
     assert page.evaluate("location.hash") == "#ffjson"
     assert lit_pixels(page.screenshot(), box=SCENE) > 100
@@ -189,8 +191,8 @@ def test_demo_in_firefly_web_app(page: Page, demo_dataset: Path, tmp_path: Path,
 
 def start_serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "fireflyhpc", "serve", "--no-browser", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     for _ in range(50):  # bounded: the URL line comes first
         line = proc.stdout.readline()

@@ -80,7 +80,8 @@ def test_inconsistent_arrays_are_rejected() -> None:
 
 
 def test_dataset_round_trip(tmp_path: Path) -> None:
-    stars = ParticleGroup("Stars", ParticleData(array("f", range(3 * 25))), color=(1, 0, 0, 1), size=0.7)
+    stars = ParticleGroup("Stars", ParticleData(array("f", range(3 * 25))), color=(1, 0, 0, 1),
+                          size=0.7)
     gas = ParticleGroup("Gas", ParticleData([0.0] * 30, fields={"rho": range(10)}), visible=False)
     manifest = write_dataset(tmp_path / "snap", [stars, gas], max_per_file=10, center=[1, 2, 3])
     raw = json.loads(manifest.read_text())
@@ -141,8 +142,9 @@ def test_our_bytes_equal_firefly_binary_writer(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     bw = pytest.importorskip("firefly.data_reader.binary_writer")
     rng = np.random.default_rng(3)
-    coords, vel, rgba = (rng.random((50, 3), dtype=np.float32), rng.random((50, 3), dtype=np.float32),
-                         rng.random((50, 4), dtype=np.float32))
+    coords = rng.random((50, 3), dtype=np.float32)
+    vel = rng.random((50, 3), dtype=np.float32)
+    rgba = rng.random((50, 4), dtype=np.float32)
     temp = rng.random(50, dtype=np.float32)
     writer = bw.BinaryWriter(str(tmp_path / "theirs.ffly"), coords, vel, rgba, shuffle=False)
     writer.nfields, writer.fields, writer.field_names = 1, [temp], ["Temperature"]
@@ -191,8 +193,8 @@ def test_json_particles_nested_and_octree() -> None:
 def test_firefly_settings_class_reads_our_settings(tmp_path: Path) -> None:
     """Firefly's Python Settings loads the settings file our writer produces."""
     settings_mod = pytest.importorskip("firefly.data_reader.settings")
-    groups = [ParticleGroup("Gas", ParticleData([0.0] * 6, fields={"rho": [1, 2]}), color=(0, 1, 0, 1),
-                            size=0.4)]
+    gas = ParticleData([0.0] * 6, fields={"rho": [1, 2]})
+    groups = [ParticleGroup("Gas", gas, color=(0, 1, 0, 1), size=0.4)]
     write_dataset(tmp_path / "d", groups, title="t")
     settings = settings_mod.Settings()
     settings.loadFromJSON(str(tmp_path / "d" / "DataSettings.json"), loud=False)

@@ -101,7 +101,8 @@ class Page:
             if value:
                 return value
             time.sleep(interval)
-        raise BrowserError(f"timed out after {timeout}s waiting for {expression} (last: {value!r}); "
+        raise BrowserError(f"timed out after {timeout}s waiting for {expression} "
+                           f"(last: {value!r}); "
                            f"console errors: {self.console_errors()}")
 
     def console_errors(self) -> list[str]:
@@ -110,10 +111,12 @@ class Page:
         for event in self.events:
             method, params = event["method"], event.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
+                args = params["args"]
+                out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
             elif method == "Runtime.exceptionThrown":
                 details = params["exceptionDetails"]
-                out.append(details.get("exception", {}).get("description") or details.get("text", ""))
+                exception = details.get("exception", {})
+                out.append(exception.get("description") or details.get("text", ""))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 entry = params["entry"]
                 out.append(f"{entry.get('text')} {entry.get('url', '')}".strip())
@@ -165,7 +168,8 @@ class Chromium:
 
     def new_page(self) -> Page:
         """A new tab (about:blank) and a DevTools connection to it."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT")
+        url = f"http://127.0.0.1:{self.port}/json/new?about:blank"
+        req = urllib.request.Request(url, method="PUT")
         with urllib.request.urlopen(req, timeout=30) as response:
             target = json.load(response)
         return Page(target["webSocketDebuggerUrl"])
@@ -219,6 +223,7 @@ def lit_pixels(png: bytes, background: tuple[int, int, int] = (0, 0, 0), toleran
     for row in rows[int(box[1] * height):int(box[3] * height)]:
         for x in range(x0, x1):
             r, g, b = row[3 * x:3 * x + 3]
-            if max(abs(r - background[0]), abs(g - background[1]), abs(b - background[2])) > tolerance:
+            diff = max(abs(r - background[0]), abs(g - background[1]), abs(b - background[2]))
+            if diff > tolerance:
                 count += 1
     return count
