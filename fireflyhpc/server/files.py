@@ -13,7 +13,7 @@ import mimetypes
 import os
 from typing import Any, Iterable
 
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Response
 
@@ -90,13 +90,16 @@ def send(path: str, environ: dict[str, Any]) -> Response:
     """Send a resolved file with ETag, Last-Modified, 304 and Range (206/416).
 
     The body goes through the server's ``wsgi.file_wrapper`` (waitress streams
-    it from the open file), so large files are not read into memory.
+    it from the open file), so large files are not read into memory. A file
+    that vanished or became unreadable since the lookup is a 404.
     """
     try:
         response = send_file(path, environ, mimetype=content_type(path), conditional=True,
                              etag=True, max_age=None)
     except RequestedRangeNotSatisfiable as exc:  # 416, with Content-Range: bytes */size
         response = exc.get_response(environ)
+    except OSError:  # removed or made unreadable since it was looked up
+        response = NotFound().get_response(environ)
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.headers.update(SECURITY_HEADERS)
     return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 from serverkit import GAS_BYTES, SECRET, LiveServer
@@ -208,3 +209,12 @@ def test_cookie_works_on_the_fast_path(any_server: LiveServer) -> None:
     response, body = any_server.request("/data/galaxy/Gas000.ffly", {"Cookie": cookie},
                                         auth=False)
     assert response.status == 200 and body == GAS_BYTES
+
+
+def test_file_gone_after_lookup_is_404_not_500(tmp_path: Path) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    from fireflyhpc.server.files import send
+
+    environ = EnvironBuilder(path="/data/x/gone.ffly").get_environ()
+    assert send(str(tmp_path / "gone.ffly"), environ).status_code == 404
