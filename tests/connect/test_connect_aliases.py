@@ -238,11 +238,15 @@ def node_web(cluster):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("shell", SHELLS)
 def test_s2firefly_forwards_through_login_to_node(shell: str, cluster, node_web,  # type: ignore[no-untyped-def]
                                                   tmp_path: Path) -> None:
+    """Installed by the real CLI into an rc file, sourced by the real shell, run with the
+    real OpenSSH client: a page served only on node1's loopback arrives on localhost."""
     port, marker = node_web
-    spec = AliasSpec(login=cluster.login_host, port=port, ssh_config=str(cluster.ssh_config))
-    func = tmp_path / "func"
-    func.write_text(aliases.render_function(spec, shell))
-    proc = subprocess.Popen(shell_argv(shell, f"source {func}; s2firefly node1"),
+    rc = tmp_path / "rc"
+    installed = run_cli("--ssh-config", str(cluster.ssh_config), "alias", "--shell", shell,
+                        "--login", cluster.login_host, "--port", str(port), "--install",
+                        "--rc-file", str(rc))
+    assert installed.returncode == 0, installed.stderr
+    proc = subprocess.Popen(shell_argv(shell, f"source {rc}; s2firefly node1"),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     body = None
