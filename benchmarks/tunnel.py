@@ -35,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import tunnel_payload as payload  # noqa: E402
+import tunnel_payload as payload
 
 ENV_FILE = Path(os.environ.get("MINICLUSTER_DIR", "/tmp/fireflyhpc-minicluster")) / "env"
 # Fixed ports below the ephemeral range (32768+), so no outgoing connection holds them.
@@ -106,6 +106,13 @@ def start_payloads(env: dict[str, str], workdir: Path) -> list[subprocess.Popen[
     return procs
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
     """True once 127.0.0.1:port forwards to the payload (an echo round trip works)."""
     deadline = time.monotonic() + timeout
@@ -122,7 +129,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 def measure(row: Row, port: int, args: argparse.Namespace) -> None:
-    """Start the row's forwarder, measure through it, stop it."""
+    """Start the row's forwarder, measure through it, stop it (OSError: the bench broke)."""
     proc = subprocess.Popen(row.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -207,11 +214,21 @@ def main() -> None:
         print(f"bulk {args.size} MiB, {args.rtt} x 1 KiB round trips, "
               f"{args.conns} x {args.par_size} MiB parallel", flush=True)
         for row in selected:
-            measure(row, args.port, args)
+            for attempt in range(3):
+                if any(proc.poll() is not None for proc in payloads):
+                    # The payload died (someone rebuilt the bench): start it again.
+                    print("  (payload gone; restarting it)", flush=True)
+                    stop_all(payloads)
+                    time.sleep(20)
+                    payloads = start_payloads(env, workdir)
+                try:
+                    measure(row, args.port, args)
+                    break
+                except OSError as exc:
+                    print(f"  {row.name}: broke ({exc}); trying again", flush=True)
+                    row.result.clear()
     finally:
-        for proc in payloads:
-            proc.terminate()
-            proc.wait()
+        stop_all(payloads)
         shutil.rmtree(workdir, ignore_errors=True)
     base = next((r for r in selected if r.name == "OpenSSH ProxyJump"), None)
     print(f"\n{'row':28} {'MiB/s':>8} {'med ms':>8} {'p99 ms':>8} {'par':>7} {'MiB/s':>8}"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.tunnel import openssh
 from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
-from fireflyhpc.tunnel.sshmsg import NodeSSHError
 from fireflyhpc.tunnel.listener import Listener
 from fireflyhpc.tunnel.ports import parse_port, validate_host
+from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class TunnelRequest:
     ssh_config: str | None = None
     accept_new_host_key: bool = False
 
-    def validated(self) -> "TunnelRequest":
+    def validated(self) -> TunnelRequest:
         """Return self after checking every field; raises ConfigError (one line)."""
         validate_host(self.node, what="node")
         validate_host(self.login, what="login host")
@@ -113,4 +113,4 @@ def open_tunnel(req: TunnelRequest) -> Tunnel:
     return tunnel
 
 
-__all__ = ["TunnelRequest", "open_tunnel", "make_connector", "choose_backend", "replace"]
+__all__ = ["TunnelRequest", "choose_backend", "make_connector", "open_tunnel"]

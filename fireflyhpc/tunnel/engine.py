@@ -23,7 +23,8 @@ import random
 import socket
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from fireflyhpc.errors import FireflyHPCError, TunnelError
 from fireflyhpc.tunnel.listener import Listener
@@ -135,7 +136,7 @@ class Tunnel:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "Tunnel":
+    def __enter__(self) -> Tunnel:
         self.start()
         return self
 
@@ -263,4 +264,4 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-__all__ = ["Tunnel", "Path", "Connector", "TargetRefused", "PathBroken", "TunnelError"]
+__all__ = ["Connector", "Path", "PathBroken", "TargetRefused", "Tunnel", "TunnelError"]

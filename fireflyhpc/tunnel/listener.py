@@ -44,7 +44,7 @@ class Listener:
         try:
             self._sock.settimeout(timeout)
             client, _ = self._sock.accept()
-        except (socket.timeout, OSError):
+        except (TimeoutError, OSError):
             return None
         client.settimeout(None)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -61,7 +61,7 @@ class Listener:
         except OSError:
             pass
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *exc: object) -> None:

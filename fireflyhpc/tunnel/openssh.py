@@ -187,7 +187,7 @@ class OpenSSHPath:
             _close(ours)
             _close(theirs)
 
-    def _spawn(self, sock: socket.socket) -> "subprocess.Popen[bytes]":
+    def _spawn(self, sock: socket.socket) -> subprocess.Popen[bytes]:
         host, port = self._target
         argv = [*self._mux, "-W", f"{host}:{port}", "mux"]
         try:

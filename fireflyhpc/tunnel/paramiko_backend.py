@@ -14,8 +14,13 @@ import paramiko
 
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh import SSHConnection
-from fireflyhpc.tunnel.paramiko_path import (OpenFailureLog, ParamikoPath, direct_tcpip,
-                                              last_open_failure, tune_transport)
+from fireflyhpc.tunnel.paramiko_path import (
+    OpenFailureLog,
+    ParamikoPath,
+    direct_tcpip,
+    last_open_failure,
+    tune_transport,
+)
 from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 if TYPE_CHECKING:
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def open_path(req: "TunnelRequest", hop: str) -> ParamikoPath:
+def open_path(req: TunnelRequest, hop: str) -> ParamikoPath:
     """Connect to the login node (and for ``ssh`` hop the node); return the path.
 
     Raises SSHError/ConfigError from the SSH layer; NodeSSHError if only the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from fireflyhpc.errors import SSHError
 
@@ -48,7 +48,7 @@ def ssh_error_from_stderr(label: str, lines: Sequence[str]) -> SSHError:
         for line in plain:
             match = re.search(pattern, line)
             if match:
-                return SSHError(message.format(label=label, *match.groups()))
+                return SSHError(message.format(*match.groups(), label=label))
     last = plain[-1] if plain else "ssh exited without saying why"
     return SSHError(f"ssh to {label} failed: {last}")
 

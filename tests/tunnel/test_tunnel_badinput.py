@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import http_get, listening, run_tunnel
 
 ERROR_LINE = re.compile(r"^fireflyhpc: error: \S.*$")

@@ -10,7 +10,6 @@ import threading
 
 import psutil
 import pytest
-
 from conftest import http_get, listening
 from tunnel_node_server import blob_pieces
 

@@ -22,7 +22,6 @@ from fireflyhpc.tunnel.ports import parse_port, validate_host
 from fireflyhpc.tunnel.reply import http_502, looks_like_http
 from fireflyhpc.tunnel.sshmsg import ssh_error_from_stderr
 
-
 # -- pure ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,expected", [("0", 0), ("22", 22), ("65535", 65535), (8080, 8080),
