@@ -17,6 +17,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -276,6 +277,20 @@ def other_live_sessions() -> list[int]:
     return pids
 
 
+def bench_is_up_or_soon(limit: float = 90) -> bool:
+    """True if the bench is fully up, waiting (bounded) while other sessions use it.
+
+    Another session may be in the middle of a fault test (a link taken down for a
+    while): rebuilding the bench under it would break that test, so wait for it first.
+    """
+    deadline = time.monotonic() + limit
+    while bench_command("status").returncode != 0:
+        if not other_live_sessions() or time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The running mini cluster, brought up once per session if it is not up yet.
@@ -291,7 +306,7 @@ def cluster() -> Iterator[Cluster]:
     lease.write_text(f"{process_start(os.getpid())}\n")
     brought_up = False
     try:
-        if bench_command("status").returncode != 0:
+        if not bench_is_up_or_soon():
             up = bench_command("up", "--reuse")
             if up.returncode != 0:
                 pytest.fail(f"minicluster up failed:\n{up.stdout}{up.stderr}", pytrace=False)
