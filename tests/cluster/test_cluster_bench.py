@@ -218,7 +218,6 @@ def test_laptop_global_client_config_is_untouched(cluster) -> None:
     root_known_hosts = os.path.expanduser("~/.ssh/known_hosts")
     if os.path.exists(root_known_hosts):
         assert cluster.login_addr not in open(root_known_hosts).read()
-    # Without the generated config, the laptop cannot even resolve the name login1.
-    proc = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "login1", "true"],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 255
+    for path in ("/etc/ssh/ssh_config", "/etc/ssh/ssh_known_hosts"):
+        if os.path.exists(path):
+            assert cluster.login_addr not in open(path).read()
