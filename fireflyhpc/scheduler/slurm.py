@@ -228,8 +228,10 @@ def parse_timestamp(text: str) -> datetime | None:
     text = text.strip()
     if text in _NO_VALUE:
         return None
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", text):
+        return None
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
 
