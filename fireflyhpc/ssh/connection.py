@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import threading
 from types import TracebackType
 from typing import Mapping, Sequence
@@ -72,6 +73,24 @@ class _Transport(paramiko.Transport):
             log.debug("unreadable channel open failure: %s", exc)
         m.rewind()
         super()._parse_channel_open_failure(m)
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, but closing twice is harmless (paramiko's transport does
+    close it twice) and the process is reaped and its pipes closed."""
+
+    def close(self) -> None:
+        process = self.process
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 class ChannelOpenError(SSHError):
@@ -335,7 +354,7 @@ def _dial(spec: HostSpec) -> object:
     """A connected socket (TCP_NODELAY, keepalive) or ProxyCommand to ``spec``; SSHError if not."""
     if spec.proxy_command:
         try:
-            return paramiko.ProxyCommand(spec.proxy_command)
+            return _ProxyCommand(spec.proxy_command)
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(f"ProxyCommand for {spec.label} failed: {exc}") from exc
     where = f"{spec.alias} ({spec.hostname} port {spec.port})"

@@ -115,9 +115,26 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
             process.kill()
             process.wait()
         log.close()
+        leftovers = _wait_no_processes(USERS)
         for user in USERS:
             subprocess.run(["userdel", "--remove", user], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+        if leftovers:
+            pytest.fail(f"SSH sessions left running after the tests: {leftovers}")
+
+
+def _wait_no_processes(users: tuple[str, ...]) -> list[str]:
+    """Wait (bounded) until the test users run nothing; kill and return what is left."""
+    left: list[str] = []
+    for _ in range(100):
+        left = [line for user in users for line in subprocess.run(
+            ["pgrep", "-a", "-u", user], capture_output=True, text=True).stdout.splitlines()]
+        if not left:
+            return []
+        time.sleep(0.1)
+    for line in left:
+        subprocess.run(["kill", "-9", line.split()[0]], capture_output=True)
+    return left
 
 
 def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:

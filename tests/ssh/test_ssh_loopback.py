@@ -470,7 +470,19 @@ def test_connect_timeout(tmp_path) -> None:
 
 
 def test_proxycommand(make_config, sshd) -> None:
-    config = make_config(extra="    ProxyCommand bash -c 'exec 3<>/dev/tcp/%h/%p; "
-                               "cat <&3 & exec cat >&3'")
+    """ProxyCommand through the real OpenSSH client (``ssh -W``), and nothing left behind."""
+    config = make_config()
+    config.write_text(config.read_text() + "Host hop\n    HostName 127.0.0.1\n"
+                      f"    Port {sshd.port}\n    User ffssh-key\n"
+                      f"    IdentityFile {sshd.keys['ffssh-key']}\n    BatchMode yes\n"
+                      f"    UserKnownHostsFile {config.parent / 'known_hosts'}\n")
+    text = config.read_text().replace(
+        "    ConnectTimeout 10\n", f"    ConnectTimeout 10\n    ProxyCommand ssh -F {config} "
+                                  "-W %h:%p hop\n", 1)
+    config.write_text(text)
     with open_target(config) as conn:
         assert conn.run(["echo", "through", "proxycommand"]).stdout == "through proxycommand\n"
+        proxy = conn.transport.sock
+        assert isinstance(proxy, paramiko.ProxyCommand)
+        process = proxy.process
+    assert process.wait(timeout=10) is not None
