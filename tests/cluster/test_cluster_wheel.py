@@ -2,7 +2,8 @@
 
 setup.py maps those folders into the wheel as fireflyhpc/config and
 fireflyhpc/slurm_templates; an editable install would hide a mistake there, so this
-builds a real wheel from a copy of the source tree and installs it into a directory.
+builds a real wheel from a copy of the source tree and installs it into a directory,
+offline.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def wheel(tmp_path_factory) -> Path:
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
+    # Offline (test traffic stays on this machine): the build backend comes from the
+    # test extras (setuptools, wheel) instead of an isolated build env from an index.
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                           "--no-build-isolation", "--no-index",
                            "--disable-pip-version-check", "-w", str(out), str(src)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -62,7 +66,8 @@ def test_wheel_contains_config_and_slurm_templates(wheel: Path) -> None:
 def test_installed_copy_has_the_files_next_to_its_package(wheel: Path, tmp_path) -> None:
     target = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
-                           "--disable-pip-version-check", "--target", str(target), str(wheel)],
+                           "--no-index", "--disable-pip-version-check",
+                           "--target", str(target), str(wheel)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     # A fresh interpreter that finds the installed copy first, not the editable checkout.
