@@ -127,7 +127,7 @@ def _render_body(template: str, lineno: int, line: str,
     lines_keys = [k for k in keys if k in _LINES_KINDS]
     if lines_keys:
         key = lines_keys[0]
-        if len(keys) != 1 or line.strip() != _PLACEHOLDER.search(line).group(0):  # type: ignore[union-attr]
+        if len(keys) != 1 or not _PLACEHOLDER.fullmatch(line.strip()):
             raise _fail(template, lineno, f"{{{{ {key} }}}} must stand alone on its line")
         indent = line[: len(line) - len(line.lstrip())]
         return [indent + item for item in (found[key] or [])]
