@@ -9,6 +9,8 @@ import click
 
 from fireflyhpc import aliases
 from fireflyhpc import config as cfg
+from fireflyhpc import validate as v
+from fireflyhpc.errors import ConfigError
 
 
 @click.command("alias")
@@ -16,7 +18,7 @@ from fireflyhpc import config as cfg
               help="Shell to write for (default: from $SHELL).")
 @click.option("--name", default=aliases.DEFAULT_NAME, show_default=True,
               help="Name of the shell function.")
-@click.option("--port", type=int, default=aliases.DEFAULT_PORT, show_default=True,
+@click.option("--port", default=str(aliases.DEFAULT_PORT), show_default=True, metavar="PORT",
               help="Port forwarded on the laptop, the login node and the compute node.")
 @click.option("--cluster", metavar="NAME", help="Cluster profile whose login host to use.")
 @click.option("--login", metavar="HOST", help="Login host (overrides the profile's).")
@@ -25,7 +27,7 @@ from fireflyhpc import config as cfg
 @click.option("--rc-file", type=click.Path(dir_okay=False),
               help="The rc file to install into (default: the shell's usual one).")
 @click.pass_obj
-def alias_command(app: object, shell: str | None, name: str, port: int, cluster: str | None,
+def alias_command(app: object, shell: str | None, name: str, port: str, cluster: str | None,
                   login: str | None, install: bool, rc_file: str | None) -> None:
     """Print a shell function so that `s2firefly NODE` forwards localhost:PORT to NODE.
 
@@ -39,7 +41,11 @@ def alias_command(app: object, shell: str | None, name: str, port: int, cluster:
         settings = cfg.resolve({}, os.environ, cfg.pick_profile(config, cluster, os.environ))
         login = settings.require_login()
     ssh_config = getattr(app, "ssh_config", None)
-    spec = aliases.AliasSpec(login=login, name=name, port=port,
+    try:
+        port_number = v.port(port)
+    except ValueError as exc:
+        raise ConfigError(f"--port {port!r}: {exc}") from None
+    spec = aliases.AliasSpec(login=login, name=name, port=port_number,
                              ssh_config=str(Path(ssh_config).expanduser().absolute())
                              if ssh_config else None)
     text = aliases.render_function(spec, shell)

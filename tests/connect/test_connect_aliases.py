@@ -179,7 +179,8 @@ def test_cli_rc_file_option_and_profile_login(clean_env, tmp_path: Path) -> None
     (["--shell", "bash"], "no cluster chosen and no login host given"),
     (["--shell", "bash", "--login", "a b"], "login 'a b': expected an ssh host"),
     (["--shell", "bash", "--login", "h", "--name", "a;b"], "--name 'a;b'"),
-    (["--shell", "bash", "--login", "h", "--port", "99999"], "--port 99999"),
+    (["--shell", "bash", "--login", "h", "--port", "99999"], "--port '99999': expected a TCP"),
+    (["--shell", "bash", "--login", "h", "--port", "http"], "--port 'http': expected a TCP"),
     (["--login", "h"], "cannot tell your shell from SHELL='/bin/tcsh'"),
     (["--shell", "bash", "--cluster", "zz"], "unknown cluster 'zz'"),
 ])
