@@ -86,6 +86,7 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise SSHError(f"cannot start a command on {host}: {exc or type(exc).__name__}") from exc
     writer: threading.Thread | None = None
+    code: int | None = None
     try:
         channel.exec_command(command)
         writer = _start_writer(channel, input)
@@ -94,6 +95,8 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
         raise SSHError(f"connection to {host} lost while running `{command}`: "
                        f"{exc or type(exc).__name__}") from exc
     finally:
+        if code is None:  # timed out or interrupted: do not leave the command running
+            _signal(channel, "TERM")
         channel.close()
         if writer is not None:
             writer.join(timeout=5)
@@ -146,3 +149,20 @@ def _collect(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, b
             return bytes(out), bytes(err), None
         select.select([channel], [], [], min(wait, 1.0))
     return bytes(out), bytes(err), channel.recv_exit_status()
+
+
+def _signal(channel: paramiko.Channel, name: str) -> None:
+    """Ask sshd to send signal ``name`` (e.g. "TERM") to the command's process group
+    (RFC 4254 "signal" request, honoured by OpenSSH >= 7.9; paramiko has no API for it)."""
+    if channel.closed or not channel.active:
+        return
+    message = paramiko.Message()
+    message.add_byte(bytes([98]))  # SSH_MSG_CHANNEL_REQUEST
+    message.add_int(channel.remote_chanid)
+    message.add_string("signal")
+    message.add_boolean(False)
+    message.add_string(name)
+    try:
+        channel.transport._send_user_message(message)  # type: ignore[union-attr]
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        log.debug("could not signal the remote command: %s", exc)

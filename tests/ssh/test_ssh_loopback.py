@@ -70,11 +70,18 @@ def test_input_env_and_big_output(make_config) -> None:
             conn.run(["true"], env={"BAD-NAME": "1"})
 
 
-def test_timeout_abandons_the_command(make_config) -> None:
+def test_timeout_stops_the_command(make_config) -> None:
+    marker = "ffssh-timeout-" + os.urandom(4).hex()
     with open_target(make_config()) as conn:
         with pytest.raises(RemoteTimeoutError, match="timed out"):
-            conn.run(["sleep", "30"], timeout=1)
+            conn.run(["sh", "-c", f"sleep 300; : {marker}"], timeout=1)
         assert conn.run(["echo", "still usable"]).stdout == "still usable\n"
+        for _ in range(50):  # the remote shell got SIGTERM
+            if conn.run(["pgrep", "-f", marker], check=False).exit_code == 1:
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail("the timed-out command still runs")
 
 
 def test_write_file_is_private_and_via_stdin(make_config) -> None:
