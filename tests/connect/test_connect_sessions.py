@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import socket
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -119,24 +119,26 @@ def test_ids_are_checked(bad: str) -> None:
         check_id(bad)
 
 
-def _writer(folder: str, count: int) -> None:
-    store = SessionStore(Path(folder))
-    for _ in range(count):
-        store.add(SessionRecord.for_this_process(cluster="c", job_id=None, node=None,
-                                                 local_port=None, remote_port=None, url=None,
-                                                 submitted_by_us=False))
+WRITER = """
+import sys
+from pathlib import Path
+from fireflyhpc.sessions import SessionRecord, SessionStore
+store = SessionStore(Path(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    store.add(SessionRecord.for_this_process(cluster="c", job_id=None, node=None,
+                                             local_port=None, remote_port=None, url=None,
+                                             submitted_by_us=False))
+"""
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_writer, args=(str(tmp_path), 40)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "40"])
+               for _ in range(3)]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0
     records = SessionStore(tmp_path).list()
     assert len(records) == 120 and len({r.id for r in records}) == 120
+    assert len({r.pid for r in records}) == 3
 
 
 # -- the CLI ---------------------------------------------------------------------------
