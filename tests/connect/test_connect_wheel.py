@@ -27,8 +27,10 @@ def installed(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
     out, site = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("site")
-    for argv in (["wheel", "--no-deps", "-w", str(out), f"{src}/"],
-                 ["install", "--no-deps", "--target", str(site)]):
+    # Offline: the build backend comes from the test extras, not from an index.
+    for argv in (["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out),
+                  f"{src}/"],
+                 ["install", "--no-deps", "--no-index", "--target", str(site)]):
         if argv[0] == "install":
             argv.append(str(next(out.glob("fireflyhpc-*.whl"))))
         proc = subprocess.run([sys.executable, "-m", "pip", *argv, "--quiet",
