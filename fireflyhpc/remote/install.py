@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -307,9 +307,8 @@ def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteI
     conn.run(["mkdir", "-p", "--", posixpath.dirname(prefix)])
     with _Lock(conn, prefix + ".lock", say, LOCK_WAIT_SECONDS):
         marker = read_marker(conn, prefix)
-        if (not req.force and marker and marker.get("state") == "complete"
-                and marker.get("version") == version and _covers(marker, req.deps)
-                and installed_version(conn, python) == version):
+        if not req.force and _usable(conn, marker, prefix, version, req.deps):
+            assert marker is not None
             mode = "present"
             if build is not None and marker.get("build") != build:
                 say(f"updating fireflyhpc in {prefix}: same version, but its code changed here")
@@ -317,26 +316,42 @@ def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteI
                 conn.write_file(posixpath.join(prefix, MARKER),
                                 marker_text(version, "complete", str(marker.get("mode")),
                                             str(marker.get("deps")), python, build))
-            return RemoteInstall(python, version, prefix, changed=mode != "present", mode=mode,
-                                 seconds=time.monotonic() - start, base_python=target.executable)
-        _check_replaceable(conn, prefix, marker, req.force)
-        say(f"creating a venv with {target.executable} (Python {target.version_text}) "
-            f"in {prefix}")
-        _create_venv(conn, req, prefix)
-        done = False
-        try:
-            conn.write_file(posixpath.join(prefix, MARKER),
-                            marker_text(version, "installing", "?", req.deps, python))
-            mode = _install_packages(conn, req, target, prefix, say)
-            _verify(conn, python, version)
-            conn.write_file(posixpath.join(prefix, MARKER),
-                            marker_text(version, "complete", mode, req.deps, python,
-                                        build if mode == "upload" else None))
-            done = True
-        finally:
-            _cleanup(conn, prefix, remove_venv=not done)
-    return RemoteInstall(python, version, prefix, changed=True, mode=mode,
+        else:
+            _check_replaceable(conn, prefix, marker, req.force)
+            mode = _fresh_venv(conn, req, target, prefix, build, say)
+    return RemoteInstall(python, version, prefix, changed=mode != "present", mode=mode,
                          seconds=time.monotonic() - start, base_python=target.executable)
+
+
+def _usable(conn: tgt.Runs, marker: dict[str, Any] | None, prefix: str, version: str,
+            deps: str) -> bool:
+    """A complete install of ``version`` (with ``deps``) that still runs."""
+    python = posixpath.join(prefix, "bin", "python")
+    return bool(marker and marker.get("state") == "complete"
+                and marker.get("version") == version and _covers(marker, deps)
+                and installed_version(conn, python) == version)
+
+
+def _fresh_venv(conn: Any, req: InstallRequest, target: tgt.RemotePython, prefix: str,
+                build: str | None, say: Say) -> str:
+    """Make the venv anew and install into it; remove it again if anything fails."""
+    version = fireflyhpc.__version__
+    python = posixpath.join(prefix, "bin", "python")
+    say(f"creating a venv with {target.executable} (Python {target.version_text}) in {prefix}")
+    _create_venv(conn, req, prefix)
+    done = False
+    try:
+        conn.write_file(posixpath.join(prefix, MARKER),
+                        marker_text(version, "installing", "?", req.deps, python))
+        mode = _install_packages(conn, req, target, prefix, say)
+        _verify(conn, python, version)
+        conn.write_file(posixpath.join(prefix, MARKER),
+                        marker_text(version, "complete", mode, req.deps, python,
+                                    build if mode == "upload" else None))
+        done = True
+    finally:
+        _cleanup(conn, prefix, remove_venv=not done)
+    return mode
 
 
 def _verify(conn: tgt.Runs, python: str, version: str) -> None:
@@ -373,8 +388,3 @@ def _cleanup(conn: tgt.Runs, prefix: str, *, remove_venv: bool) -> None:
     except FireflyHPCError as exc:
         log.warning("could not remove %s on the cluster: %s", path, exc)
 
-
-def iter_profile_lines(result: RemoteInstall, cluster: str | None) -> Iterator[str]:
-    """The lines to paste into the config file (pure)."""
-    yield f"[clusters.{cluster or 'NAME'}]"
-    yield f"python = {json.dumps(result.python_path)}"
