@@ -117,7 +117,7 @@ class SSHConnection:
                  config: paramiko.SSHConfig | None = None,
                  parent: "SSHConnection | None" = None) -> None:
         self.spec = spec
-        self.authenticator = authenticator or Authenticator()
+        self.authenticator = authenticator or shared_authenticator()
         self.host_keys = host_keys or HostKeyChecker()
         self.config = config if config is not None else paramiko.SSHConfig()
         self.parent = parent

@@ -170,3 +170,18 @@ def test_node_inherits_what_its_config_does_not_set(config) -> None:
     node = resolve_host(cfg, "c9", inherit=resolve_host(cfg, "login"))
     assert (node.user, node.identity_files) == ("alice", (f"{HOME}/k",))
     assert resolve_host(cfg, "bob@c9", inherit=resolve_host(cfg, "login")).user == "bob"
+
+
+def test_include_inside_a_host_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "inc.conf").write_text("Port 2200\nHost extra\n  HostName extra.example\n")
+    main = tmp_path / "config"
+    main.write_text(f"Host a\n  Include {tmp_path}/inc.conf\n  User x\nHost b\n  User y\n"
+                    "Include missing-*.conf\n")
+    config = read_config(main)
+    assert (resolve_host(config, "a").port, resolve_host(config, "a").user) == (2200, "x")
+    assert (resolve_host(config, "b").port, resolve_host(config, "b").user) == (22, "y")
+    assert resolve_host(config, "extra").hostname == "extra.example"
+    main.write_text(f"Include {main}\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_config(main)
