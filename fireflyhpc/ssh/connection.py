@@ -160,19 +160,23 @@ class SSHConnection:
         return self
 
     def reconnect(self) -> None:
-        """Drop the transports and connect again (cached keys/passwords are reused)."""
-        self.close()
+        """Drop the transports (closing chained connections) and connect again; cached
+        keys and passwords are reused. A chained connection stays its parent's child."""
+        self._shut()
         self.connect()
 
     def close(self) -> None:
         """Close chained connections, then the transports, last hop first. Never raises."""
+        self._shut()
+        if self.parent is not None and self in self.parent._children:
+            self.parent._children.remove(self)
+
+    def _shut(self) -> None:
         for child in list(self._children):
             child.close()
         self._children.clear()
         with self._lock:
             self._close_transports()
-        if self.parent is not None and self in self.parent._children:
-            self.parent._children.remove(self)
 
     def __enter__(self) -> "SSHConnection":
         return self.connect()

@@ -69,7 +69,13 @@ def test_chained_connections_share_the_login_transport(cluster) -> None:
         assert node1.probe(timeout=10)
         node1.close()
         assert not node1.is_active() and login.is_active() and node2.is_active()
-    assert not node2.is_active()
+        node2.reconnect()  # a new session into the node, still through the same login
+        assert node2.run(["hostname"]).stdout.strip() == "node2"
+        assert login.transport is login_transport
+        login.reconnect()  # takes node2 down with it
+        assert login.transport is not login_transport and not node2.is_active()
+        node2 = login.connect_to("node2")
+    assert not node2.is_active() and not login.is_active()
 
 
 def test_concurrent_commands_on_one_connection(cluster) -> None:
