@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 
@@ -17,3 +18,60 @@ def keygen(path: Path, *, kind: str = "ed25519", passphrase: str = "") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", path.name,
                     "-f", str(path)], check=True, stdin=subprocess.DEVNULL)
     return path
+
+
+DUO_TITLE = "Duo two-factor login for ffuser"
+DUO_INSTRUCTIONS = ("Enter a passcode or select one of the following options:\n\n"
+                    " 1. Duo Push to XXX-XXX-1234\n")
+DUO_PROMPT = "Passcode or option (1-1): "
+
+
+def start_duo_server(host_key: Path, password: str) -> tuple[int, threading.Thread]:
+    """A one-connection in-process SSH server (paramiko) asking a Duo-style second factor
+    after a password, over keyboard-interactive: OpenSSH with PAM cannot word prompts
+    freely without extra PAM modules, paramiko's ServerInterface can. Returns its port
+    and the serving thread (ends when the client disconnects, or after 60 s)."""
+    import paramiko
+
+    class Duo(paramiko.ServerInterface):
+        def get_allowed_auths(self, username: str) -> str:
+            return "keyboard-interactive"
+
+        def check_auth_interactive(self, username: str, submethods: str):
+            query = paramiko.InteractiveQuery("", "")
+            query.add_prompt("Password: ", False)
+            return query
+
+        def check_auth_interactive_response(self, responses):
+            if list(responses) == [password]:
+                query = paramiko.InteractiveQuery(DUO_TITLE, DUO_INSTRUCTIONS)
+                query.add_prompt(DUO_PROMPT, True)
+                self.second = True
+                return query
+            if getattr(self, "second", False) and list(responses) == ["1"]:
+                return paramiko.AUTH_SUCCESSFUL
+            return paramiko.AUTH_FAILED
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(60)
+
+    def serve() -> None:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        finally:
+            listener.close()
+        transport = paramiko.Transport(client)
+        try:
+            transport.add_server_key(paramiko.PKey.from_path(host_key))
+            transport.start_server(server=Duo())
+            transport.join(60)
+        finally:
+            transport.close()
+
+    thread = threading.Thread(target=serve, name="duo-server", daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread

@@ -17,7 +17,8 @@ from fireflyhpc.errors import RemoteCommandError, SSHError
 from fireflyhpc.ssh import (Authenticator, CallbackPrompter, ChannelOpenError, RemoteTimeoutError,
                             SSHConnection)
 
-from ssh_testutil import free_port, keygen
+from ssh_testutil import (DUO_INSTRUCTIONS, DUO_PROMPT, DUO_TITLE, free_port, keygen,
+                          start_duo_server)
 
 HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "back\\slash", "*", "-n", "", "tab\there",
            '"dq"', "!bang", "~", "é ü"]
@@ -493,3 +494,50 @@ def test_proxycommand(make_config, sshd) -> None:
         assert isinstance(proxy, paramiko.ProxyCommand)
         process = proxy.process
     assert process.wait(timeout=10) is not None
+
+
+def _duo_config(tmp_path: Path) -> tuple[Path, Path, int, threading.Thread]:
+    host_key = keygen(tmp_path / "duo_host_key")
+    port, thread = start_duo_server(host_key, "pw-duo")
+    line = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+    (tmp_path / "duo_known_hosts").write_text(f"[127.0.0.1]:{port} {line}\n")
+    config = tmp_path / "duo_config"
+    config.write_text(f"Host duo\n  HostName 127.0.0.1\n  Port {port}\n  User ffuser\n"
+                      f"  UserKnownHostsFile {tmp_path / 'duo_known_hosts'}\n"
+                      "  IdentitiesOnly yes\n  IdentityFile /nonexistent\n")
+    return config, host_key, port, thread
+
+
+def test_duo_style_prompts_shown_as_worded(tmp_path) -> None:
+    config, _, _, thread = _duo_config(tmp_path)
+    calls: list[tuple[str, str, list]] = []
+
+    def interactive(title, instructions, prompts):
+        calls.append((title, instructions, list(prompts)))
+        return ["pw-duo"] if len(calls) == 1 else ["1"]
+
+    conn = SSHConnection.open("duo", ssh_config=str(config),
+                              prompter=CallbackPrompter(interactive=interactive))
+    try:
+        assert conn.transport.is_authenticated()
+    finally:
+        conn.close()
+    thread.join(10)
+    assert calls == [("", "", [("Password: ", False)]),
+                     (DUO_TITLE, DUO_INSTRUCTIONS, [(DUO_PROMPT, True)])]
+
+
+def test_duo_style_prompts_on_a_real_tty(tmp_path) -> None:
+    config, _, _, thread = _duo_config(tmp_path)
+    script = ("import sys\nfrom fireflyhpc.ssh import SSHConnection\n"
+              "c = SSHConnection.open('duo', ssh_config=sys.argv[1])\n"
+              "print('AUTHENTICATED', c.transport.is_authenticated())\nc.close()\n")
+    status, seen = _converse([sys.executable, "-c", script, str(config)],
+                             [(b"Password: ", b"pw-duo"), (DUO_PROMPT.encode(), b"1")])
+    thread.join(10)
+    assert status == 0, seen
+    text = seen.decode().replace("\r\n", "\n")
+    assert DUO_TITLE + "\n" + DUO_INSTRUCTIONS in text
+    assert "AUTHENTICATED True" in text
+    assert DUO_PROMPT + "1\n" in text  # echo on: the answer is shown
+    assert "pw-duo" not in text  # echo off: the password is not
