@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import secrets
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -14,30 +14,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from connect_e2e_helpers import Bench  # noqa: E402
 
 
-def _remote_python(cluster) -> str:  # type: ignore[no-untyped-def]
-    """The bench user's venv python, installed by `fireflyhpc remote-install`."""
-    out = subprocess.run([sys.executable, "-m", "fireflyhpc", "--ssh-config",
-                          str(cluster.ssh_config), "remote-install", "--login",
-                          cluster.login_host, "--print-python"], capture_output=True,
-                         text=True, timeout=900, stdin=subprocess.DEVNULL)
-    if out.returncode != 0:
-        pytest.fail(f"remote-install failed:\n{out.stderr}", pytrace=False)
-    return out.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="session")
-def bench(cluster, tmp_path_factory) -> Iterator[Bench]:  # type: ignore[no-untyped-def]
-    """The bench's own profile (`$MINICLUSTER_DIR/fireflyhpc.toml`, cluster `mini`) if the
-    bench wrote one; otherwise one made here around `fireflyhpc remote-install`."""
+def bench(cluster, cluster_payload_python: str, tmp_path_factory) -> Iterator[Bench]:  # type: ignore[no-untyped-def]
+    """The bench's own profile (`$MINICLUSTER_DIR/fireflyhpc.toml`, cluster `mini`), whose
+    python is the venv `fireflyhpc remote-install` made (the `cluster_payload_python`
+    fixture); a private session-state folder for the CLI subprocesses."""
     state = tmp_path_factory.mktemp("connect-state")
     config = cluster.dir / "fireflyhpc.toml"
     if not config.exists():
-        python = _remote_python(cluster)
-        config = tmp_path_factory.mktemp("connect-config") / "fireflyhpc.toml"
-        config.write_text(f'default_cluster = "mini"\n[clusters.mini]\nlogin = '
-                          f'"{cluster.login_host}"\npartition = "{cluster.default_partition}"\n'
-                          f'time = "10:00"\npython = "{python}"\n')
-    yield Bench(cluster=cluster, config=config, state_home=state)
+        pytest.fail(f"the bench wrote no {config}", pytrace=False)
+    text = config.read_text()
+    assert cluster_payload_python in text, "profile and remote-install disagree"
+    # Our own job name, so that jobs of other test sessions on the bench never count as ours.
+    assert text.rstrip().splitlines()[-1] and "[clusters.mini]" in text
+    tables = [line for line in text.splitlines() if line.startswith("[")]
+    assert tables[-1] == "[clusters.mini]", tables
+    job_name = f"ffe2e-{secrets.token_hex(3)}"
+    mine = tmp_path_factory.mktemp("connect-config") / "fireflyhpc.toml"
+    mine.write_text(text.rstrip("\n") + f'\njob_name = "{job_name}"\n')
+    yield Bench(cluster=cluster, config=mine, state_home=state, job_name=job_name)
 
 
 @pytest.fixture

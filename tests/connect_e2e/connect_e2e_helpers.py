@@ -32,6 +32,7 @@ class Bench:
     cluster: object
     config: Path
     state_home: Path
+    job_name: str
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIREFLYHPC_")}
@@ -60,13 +61,15 @@ class Bench:
 
     # -- the cluster, as the user ---------------------------------------------------
     def squeue(self) -> dict[str, str]:
-        """The bench user's jobs: id -> state."""
-        out = self.cluster.ssh("login1", ["squeue", "--me", "-h", "-o", "%i %T"], check=True)
+        """The bench user's jobs of this test session (by job name): id -> state."""
+        out = self.cluster.ssh("login1", ["squeue", "--me", "-h", "-n", self.job_name,
+                                          "-o", "%i %T"], check=True)
         return dict(line.split() for line in out.stdout.splitlines() if line.strip())
 
     def sbatch(self, *args: str) -> str:
         """Submit a holding job as the bench user; return its id."""
-        out = self.cluster.ssh("login1", ["sbatch", "--parsable", "--output=/dev/null", *args,
+        out = self.cluster.ssh("login1", ["sbatch", "--parsable", "--output=/dev/null",
+                                          f"--job-name={self.job_name}", *args,
                                           "--wrap", "sleep 600"], check=True)
         return out.stdout.strip().split(";")[0]
 
