@@ -232,3 +232,58 @@ def test_doctor_sees_an_older_fireflyhpc_on_the_cluster(cluster, cluster_payload
         assert f"✗ fireflyhpc on the cluster: 0.0.1 there, {fireflyhpc.__version__} here" in out
     finally:
         cluster.ssh("login1", ["rm", "-rf", "--", str(fake)], timeout=60)
+
+
+def test_concurrent_installs_into_one_prefix_take_turns(cluster, cluster_payload_python):
+    """Two installs racing for one new prefix: one builds it, the other waits and finds it."""
+    import threading
+
+    from fireflyhpc.remote.install import InstallRequest, remote_install
+    from fireflyhpc.ssh import SSHConnection
+
+    real = cluster.home() / "ffhpc-test-race"
+    results, errors = [], []
+
+    def install() -> None:
+        try:
+            with SSHConnection.open(cluster.login_host, ssh_config=str(cluster.ssh_config)) as conn:
+                results.append(remote_install(conn, InstallRequest(prefix=f"{real}/venv",
+                                                                   index="no")))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        assert not errors, errors
+        modes = sorted(r.mode for r in results)
+        assert len(modes) == 2 and modes.count("upload") == 1, modes  # one fresh venv only
+        proc = cluster.ssh("node1", [f"{real}/venv/bin/python", "-m", "fireflyhpc", "--version"])
+        assert fireflyhpc.__version__ in proc.stdout, proc.stderr
+        assert not Path(f"{real}/venv.lock").exists()
+    finally:
+        cluster.ssh("login1", ["rm", "-rf", "--", str(real)], timeout=60)
+
+
+def test_failed_index_install_leaves_nothing_behind(cluster, cluster_payload_python, capsys):
+    """--index yes uses the cluster's pip config; an index that refuses is one error line
+    and the half-made venv is removed."""
+    pip_conf = cluster.home() / ".config" / "pip" / "pip.conf"
+    assert not pip_conf.exists(), "the bench user has a pip config of their own"
+    conf = "[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\ntimeout = 5\n"
+    cluster.ssh("login1", ["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh",
+                           str(pip_conf)], input=conf, check=True)
+    real = cluster.home() / "ffhpc-test-noindex"
+    try:
+        status = main(cli(cluster, "remote-install", "--cluster", "mini", "--prefix", str(real),
+                          "--index", "yes"))
+        err = [line for line in capsys.readouterr().err.splitlines()
+               if not line.endswith(" ...")]  # progress lines
+        assert status == 5 and len(err) == 1, err
+        assert err[0].startswith("fireflyhpc: error: `") and "--index no" in err[0]
+        assert not real.exists() and not Path(f"{real}.lock").exists()
+    finally:
+        cluster.ssh("login1", ["rm", "-f", "--", str(pip_conf)], timeout=60)
