@@ -287,3 +287,35 @@ def test_failed_index_install_leaves_nothing_behind(cluster, cluster_payload_pyt
         assert not real.exists() and not Path(f"{real}.lock").exists()
     finally:
         cluster.ssh("login1", ["rm", "-f", "--", str(pip_conf)], timeout=60)
+
+
+def test_missing_remote_python_is_one_line_with_the_fix(cluster, capsys):
+    status = main(cli(cluster, "remote-install", "--cluster", "mini", "--python", "python2.9",
+                      "--prefix", "~/ffhpc-test-never"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 3 and len(err) == 1, err
+    assert "python2.9 not found on the cluster" in err[0] and "--python" in err[0]
+    assert not (cluster.home() / "ffhpc-test-never").exists()
+
+
+def test_doctor_reports_an_unknown_host_key_and_accepts_it_on_request(cluster, tmp_path,
+                                                                      capsys):
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(cluster.ssh_config.read_text().replace(
+        f"UserKnownHostsFile {cluster.known_hosts}", f"UserKnownHostsFile {known}"))
+    assert main(cli(cluster, "doctor", "--cluster", "mini", ssh_config=ssh_config)) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("✗ host key known: no key on file for 198.18.0.2")
+    assert "--accept-new-host-key" in out[1]
+    assert out[2].startswith("✗ login authenticated") and "not known" in out[2]
+    status = main(cli(cluster, "doctor", "--cluster", "mini", "--accept-new-host-key",
+                      ssh_config=ssh_config))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("! host key known") and out[2].startswith("✓ login authenticated")
+    # Recorded as ssh's accept-new would, the compute node's key too (same policy).
+    recorded = known.read_text()
+    assert status == 0 and "198.18.0.2 " in recorded, "\n".join(out)
+    assert all(line.startswith("✓") for i, line in enumerate(out) if i != 1), "\n".join(out)
+    assert any(cluster.addr(node) + " " in recorded for node in cluster.nodes)
