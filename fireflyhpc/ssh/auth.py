@@ -117,6 +117,7 @@ class Authenticator:
         self.prompter: Prompter = prompter if prompter is not None else TerminalPrompter()
         self.use_agent = use_agent
         self._keys: dict[str, paramiko.PKey] = {}
+        self._unusable: set[str] = set()
         self._passwords: dict[tuple[str, str, int], str] = {}
 
     def authenticate(self, transport: paramiko.Transport, spec: HostSpec) -> None:
@@ -181,6 +182,8 @@ class Authenticator:
 
     def _candidate_keys(self, spec: HostSpec,
                         agent: paramiko.Agent | None) -> Iterator[tuple[str, paramiko.PKey]]:
+        """Agent keys, then key files that need no passphrase, then encrypted ones (so a
+        passphrase is asked only when no key without one was accepted)."""
         files = [p for p in spec.identity_files if Path(p).is_file()]
         wanted = {_public_blob(p) for p in files} - {None}
         offered: set[bytes] = set()
@@ -189,28 +192,40 @@ class Authenticator:
                 continue
             offered.add(key.asbytes())
             yield f"agent key {key.get_name()} {key.comment or ''}".rstrip(), key
+        encrypted = []
         for path in files:
             blob = _public_blob(path)
             if blob is not None and blob in offered:
                 continue
-            key = self._load_key(path, spec)
+            key = self._load_key(path, spec, ask=False)
+            if key is None and path not in self._unusable:
+                encrypted.append(path)
+            elif key is not None and key.asbytes() not in offered:
+                offered.add(key.asbytes())
+                yield path, key
+        for path in encrypted:
+            key = self._load_key(path, spec, ask=True)
             if key is not None and key.asbytes() not in offered:
                 offered.add(key.asbytes())
                 yield path, key
 
-    def _load_key(self, path: str, spec: HostSpec) -> paramiko.PKey | None:
-        """Load a private key, asking for its passphrase if it is encrypted; None to skip it."""
+    def _load_key(self, path: str, spec: HostSpec, *, ask: bool) -> paramiko.PKey | None:
+        """Load a private key (asking for its passphrase if ``ask`` and it is encrypted);
+        None if it needs one that was not given, or cannot be used (then in _unusable)."""
         if path in self._keys:
             return self._keys[path]
         try:
             key = paramiko.PKey.from_path(path)
         except TypeError:  # encrypted: cryptography wants a password
+            if not ask:
+                return None
             if spec.batch_mode:
                 log.info("skipping encrypted key %s (BatchMode)", path)
                 return None
             key = self._decrypt(path)
         except (OSError, ValueError, paramiko.SSHException) as exc:
             log.info("skipping identity file %s: %s", path, exc)
+            self._unusable.add(path)
             return None
         if key is not None:
             self._keys[path] = key

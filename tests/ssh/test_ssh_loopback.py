@@ -541,3 +541,16 @@ def test_duo_style_prompts_on_a_real_tty(tmp_path) -> None:
     assert "AUTHENTICATED True" in text
     assert DUO_PROMPT + "1\n" in text  # echo on: the answer is shown
     assert "pw-duo" not in text  # echo off: the password is not
+
+
+def test_no_passphrase_asked_when_a_plain_key_works(make_config, sshd, tmp_path) -> None:
+    encrypted = keygen(tmp_path / "id_first_encrypted", passphrase="never asked")
+    config = make_config()
+    text = config.read_text().replace("    IdentityFile ", f"    IdentityFile {encrypted}\n"
+                                                        "    IdentityFile ", 1)
+    config.write_text(text)
+    asked: list[str] = []
+    prompter = CallbackPrompter(secret=lambda prompt: asked.append(prompt) or "")
+    with open_target(config, prompter=prompter) as conn:
+        conn.run(["true"])
+    assert asked == []
