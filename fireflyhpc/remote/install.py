@@ -197,6 +197,8 @@ def _create_venv(conn: tgt.Runs, req: InstallRequest, prefix: str) -> None:
 
 def _upload(conn: Any, files: Sequence[Path], remote_dir: str, say: Say) -> list[str]:
     """SFTP ``files`` into ``remote_dir`` (created); return the remote paths."""
+    import paramiko
+
     conn.run(["mkdir", "-p", "--", remote_dir])
     size = sum(f.stat().st_size for f in files)
     say(f"uploading {len(files)} wheels ({size / 2**20:.1f} MiB)")
@@ -207,8 +209,9 @@ def _upload(conn: Any, files: Sequence[Path], remote_dir: str, say: Say) -> list
             remote = posixpath.join(remote_dir, file.name)
             sftp.put(str(file), remote)
             paths.append(remote)
-    except OSError as exc:
-        raise FireflyHPCError(f"uploading {file.name} to {remote_dir} failed: {exc}") from exc
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise FireflyHPCError(f"uploading {file.name} to {remote_dir} failed: "
+                              f"{exc or type(exc).__name__}") from exc
     finally:
         sftp.close()
     return paths

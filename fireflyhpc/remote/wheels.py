@@ -135,8 +135,19 @@ def build_from_source(tree: Path, cache: Path) -> Path:
             raise FireflyHPCError(f"pip built no fireflyhpc wheel from {tree}")
         slot.mkdir(parents=True, exist_ok=True)
         final = slot / wheels[0].name
-        shutil.copy2(wheels[0], final)
+        partial = slot / f".{wheels[0].name}.{os.getpid()}"
+        shutil.copy2(wheels[0], partial)
+        os.replace(partial, final)  # a concurrent run never sees half a wheel
+    _prune(cache / "project", keep=slot)
     return final
+
+
+def _prune(folder: Path, keep: Path, limit: int = 8) -> None:
+    """Drop all but the ``limit`` newest builds in ``folder`` (never ``keep``)."""
+    slots = sorted((p for p in folder.iterdir() if p.is_dir() and p != keep),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in slots[limit - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _record_hash(data: bytes) -> str:
@@ -269,14 +280,21 @@ def download_wheels(requirements: Sequence[str], target_args: Sequence[str],
         names = json.loads(done.read_text())
         if all((slot / n).is_file() for n in names):
             return [slot / n for n in names]
-    shutil.rmtree(slot, ignore_errors=True)
-    slot.mkdir(parents=True)
-    _run_pip(pip_download_argv(requirements, target_args, slot),
-             f"downloading wheels of {', '.join(requirements)} for the cluster")
-    names = sorted(p.name for p in slot.glob("*.whl"))
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(names))
-    tmp.replace(done)
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{slot.name}.", dir=slot.parent))
+    try:
+        _run_pip(pip_download_argv(requirements, target_args, fresh),
+                 f"downloading wheels of {', '.join(requirements)} for the cluster")
+        names = sorted(p.name for p in fresh.glob("*.whl"))
+        (fresh / "complete.json").write_text(json.dumps(names))
+        shutil.rmtree(slot, ignore_errors=True)  # an incomplete earlier attempt
+        try:
+            fresh.rename(slot)  # atomic: a concurrent run sees all of it or nothing
+        except OSError:  # a concurrent run got there first with the same files
+            pass
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    names = json.loads(done.read_text())
     return [slot / n for n in names]
 
 
