@@ -26,6 +26,7 @@ import os
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,17 @@ def read_env(path: Path) -> dict[str, str]:
 class Row:
     name: str
     argv: list[str]
-    result: dict[str, float] = field(default_factory=dict)
+    result: dict[str, float] = field(default_factory=dict)  # the round being measured
+    runs: list[dict[str, float]] = field(default_factory=list)  # every finished round
+
+    def summary(self) -> dict[str, float]:
+        """Median of each measure over the rounds; connections completed: the worst."""
+        if not self.runs:
+            return {}
+        keys = self.runs[0].keys()
+        out = {k: statistics.median(run[k] for run in self.runs) for k in keys}
+        out["par_done"] = min(run["par_done"] for run in self.runs)
+        return out
 
 
 def rows(env: dict[str, str], port: int) -> list[Row]:
@@ -130,6 +141,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 def measure(row: Row, port: int, args: argparse.Namespace) -> None:
     """Start the row's forwarder, measure through it, stop it (OSError: the bench broke)."""
+    row.result = {}
     proc = subprocess.Popen(row.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -141,7 +153,8 @@ def measure(row: Row, port: int, args: argparse.Namespace) -> None:
         row.result["rtt_med"], row.result["rtt_p99"] = payload.round_trips(port, args.rtt)
         done, rate = payload.parallel(port, args.conns, args.par_size * MiB)
         row.result["par_done"], row.result["par_rate"] = done, rate
-        print(f"  {row.name}: {fmt(row, None)}", flush=True)
+        row.runs.append(dict(row.result))
+        print(f"  {row.name}: {fmt(row.result, None)}", flush=True)
     finally:
         proc.terminate()
         try:
@@ -152,14 +165,12 @@ def measure(row: Row, port: int, args: argparse.Namespace) -> None:
         time.sleep(0.5)
 
 
-def fmt(row: Row, base: Row | None) -> str:
-    r = row.result
+def fmt(r: dict[str, float], b: dict[str, float] | None) -> str:
     if not r:
         return "failed"
     text = (f"{r['bulk']:8.1f} {r['rtt_med']:8.3f} {r['rtt_p99']:8.2f} "
             f"{int(r['par_done']):>4}/{row_conns} {r['par_rate']:8.1f}")
-    if base is not None and base.result:
-        b = base.result
+    if b:
         text += (f"   x{r['bulk'] / b['bulk']:5.2f}  x{r['rtt_med'] / b['rtt_med']:5.2f}"
                  f"  x{r['par_rate'] / b['par_rate']:5.2f}")
     return text
@@ -198,6 +209,9 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--rtt", type=int, default=1000, help="sequential round trips")
     parser.add_argument("--rows", default="", help="comma-separated substrings of row names")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times (alternating the order); "
+                             "the table shows medians")
     parser.add_argument("--port", type=int, default=27110, help="local port of every row")
     parser.add_argument("--sshtunnel-row", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,28 +227,36 @@ def main() -> None:
     try:
         print(f"bulk {args.size} MiB, {args.rtt} x 1 KiB round trips, "
               f"{args.conns} x {args.par_size} MiB parallel", flush=True)
-        for row in selected:
-            for attempt in range(3):
-                if any(proc.poll() is not None for proc in payloads):
-                    # The payload died (someone rebuilt the bench): start it again.
-                    print("  (payload gone; restarting it)", flush=True)
-                    stop_all(payloads)
-                    time.sleep(20)
-                    payloads = start_payloads(env, workdir)
-                try:
-                    measure(row, args.port, args)
-                    break
-                except OSError as exc:
-                    print(f"  {row.name}: broke ({exc}); trying again", flush=True)
-                    row.result.clear()
+        for round_no in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_no + 1} of {args.rounds}", flush=True)
+            for row in selected if round_no % 2 == 0 else selected[::-1]:
+                measure_row(row, args, env, workdir, payloads)
     finally:
         stop_all(payloads)
         shutil.rmtree(workdir, ignore_errors=True)
-    base = next((r for r in selected if r.name == "OpenSSH ProxyJump"), None)
+    base = next((r.summary() for r in selected if r.name == "OpenSSH ProxyJump"), None)
     print(f"\n{'row':28} {'MiB/s':>8} {'med ms':>8} {'p99 ms':>8} {'par':>7} {'MiB/s':>8}"
           "   ratios to ProxyJump: bulk, median rtt, parallel")
     for row in selected:
-        print(f"{row.name:28} {fmt(row, base)}")
+        print(f"{row.name:28} {fmt(row.summary(), base)}")
+
+
+def measure_row(row: Row, args: argparse.Namespace, env: dict[str, str], workdir: Path,
+                payloads: list[subprocess.Popen[bytes]]) -> None:
+    """Measure one row; restart the payload (in place) if the bench was rebuilt under us."""
+    for _attempt in range(3):
+        if any(proc.poll() is not None for proc in payloads):
+            print("  (payload gone; restarting it)", flush=True)
+            stop_all(payloads)
+            time.sleep(20)
+            payloads[:] = start_payloads(env, workdir)
+        try:
+            measure(row, args.port, args)
+            return
+        except OSError as exc:
+            print(f"  {row.name}: broke ({exc}); trying again", flush=True)
+            row.result.clear()
 
 
 if __name__ == "__main__":
