@@ -12,8 +12,6 @@ with two-factor authentication answers once per session.
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
 import threading
 from types import TracebackType
 from typing import Mapping, Sequence
@@ -25,84 +23,13 @@ from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
 from fireflyhpc.ssh.remote import Result, run_command
+from fireflyhpc.ssh.wire import (MAX_PACKET_SIZE, PARAMIKO_LOG, PREFERRED_CIPHERS, PREFERRED_MACS,
+                                 WINDOW_SIZE, ChannelOpenError, Transport, close_quietly,
+                                 connect_timeout, dial, open_direct, prefer)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONNECT_TIMEOUT = 30.0
-# Fastest first, as measured with paramiko 5.1 on this project's machines (see README).
-PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
-                     "aes256-ctr", "aes192-ctr")
-PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
-                  "hmac-sha2-256", "hmac-sha2-512")
-# paramiko's defaults (2 MiB, 32 KiB) measured best: an 8 MiB window was 2-3x slower,
-# because paramiko's receive buffer copies its whole backlog on every read.
-WINDOW_SIZE = 2 * 2**20
-MAX_PACKET_SIZE = 2**15
-_CHANNEL_FAILURES = {1: "administratively prohibited", 2: "connect failed",
-                     3: "unknown channel type", 4: "resource shortage"}
-
-
-PARAMIKO_LOG = "fireflyhpc.ssh.paramiko"
-
-
-class _QuietParamiko(logging.Filter):
-    """paramiko logs failures we turn into SSHError (a refused channel, a bad banner) at
-    ERROR, with tracebacks, which Python would print on stderr: demote them to DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-
-
-for _name in (PARAMIKO_LOG, PARAMIKO_LOG + ".sftp"):  # a filter, not logging configuration
-    logging.getLogger(_name).addFilter(_QuietParamiko())
-
-
-class _Transport(paramiko.Transport):
-    """A Transport that keeps the server's reason for the last refused channel open
-    (paramiko replaces it by a generic text such as "Connect failed")."""
-
-    last_open_failure = ""
-
-    def _parse_channel_open_failure(self, m: paramiko.Message) -> None:
-        try:
-            m.get_int()
-            m.get_int()
-            self.last_open_failure = m.get_text()
-        except Exception as exc:  # a malformed message: paramiko's own parser reports it
-            log.debug("unreadable channel open failure: %s", exc)
-        m.rewind()
-        super()._parse_channel_open_failure(m)
-
-
-class _ProxyCommand(paramiko.ProxyCommand):
-    """paramiko's ProxyCommand, but closing twice is harmless (paramiko's transport does
-    close it twice) and the process is reaped and its pipes closed."""
-
-    def close(self) -> None:
-        process = self.process
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-class ChannelOpenError(SSHError):
-    """The server refused to open a forwarded (direct-tcpip) channel.
-
-    ``code`` is the SSH reason code (2: the target refused or is unreachable).
-    """
-
-    def __init__(self, message: str, *, code: int, reason: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
+__all__ = ["ChannelOpenError", "SSHConnection", "PREFERRED_CIPHERS"]
 
 
 class SSHConnection:
@@ -204,41 +131,41 @@ class SSHConnection:
                 sock: object = self._channel(self._transports[-1], previous, spec)
             elif self.parent is not None:
                 sock = self.parent.open_channel_to(spec.hostname, spec.port,
-                                                   timeout=_timeout(spec))
+                                                   timeout=connect_timeout(spec))
             else:
-                sock = _dial(spec)
+                sock = dial(spec)
             self._transports.append(self._handshake(sock, spec))
             previous = spec
 
     def _channel(self, transport: paramiko.Transport, via: HostSpec | None,
                  spec: HostSpec) -> paramiko.Channel:
-        return _open_direct(transport, via.alias if via else "?", spec.hostname, spec.port,
-                            _timeout(spec))
+        return open_direct(transport, via.alias if via else "?", spec.hostname, spec.port,
+                            connect_timeout(spec))
 
     def _handshake(self, sock: object, spec: HostSpec) -> paramiko.Transport:
         """Key exchange, host key check and authentication on ``sock``; closes it on failure."""
         try:
-            transport = _Transport(sock, default_window_size=WINDOW_SIZE,
-                                   default_max_packet_size=MAX_PACKET_SIZE)
+            transport = Transport(sock, default_window_size=WINDOW_SIZE,
+                                  default_max_packet_size=MAX_PACKET_SIZE)
         except Exception:
-            _close_quietly(sock)
+            close_quietly(sock)
             raise
         try:
             transport.set_log_channel(PARAMIKO_LOG)
             options = transport.get_security_options()
-            options.ciphers = _prefer(PREFERRED_CIPHERS, options.ciphers)
-            options.digests = _prefer(PREFERRED_MACS, options.digests)
+            options.ciphers = prefer(PREFERRED_CIPHERS, options.ciphers)
+            options.digests = prefer(PREFERRED_MACS, options.digests)
             options.key_types = self.host_keys.preferred_key_types(spec, tuple(options.key_types))
-            transport.banner_timeout = transport.handshake_timeout = _timeout(spec)
+            transport.banner_timeout = transport.handshake_timeout = connect_timeout(spec)
             try:
-                transport.start_client(timeout=_timeout(spec))
+                transport.start_client(timeout=connect_timeout(spec))
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 hint = "is an SSH server listening there?" if "banner" in str(exc) else None
                 raise SSHError(f"SSH handshake with {spec.label} failed: "
                                f"{exc or type(exc).__name__}", hint=hint) from exc
             if not (transport.is_active() and getattr(transport, "initial_kex_done", True)):
                 raise SSHError(f"SSH handshake with {spec.label} failed: no answer within "
-                               f"{_timeout(spec):g} s")
+                               f"{connect_timeout(spec):g} s")
             self.host_keys.check(spec, transport.get_remote_server_key())
             self.authenticator.authenticate(transport, spec)
             if spec.server_alive_interval:
@@ -306,7 +233,7 @@ class SSHConnection:
         Raises ChannelOpenError if the server refuses (e.g. nothing listens there),
         SSHError if the connection is down.
         """
-        return _open_direct(self.transport, self.spec.alias, host, port, timeout)
+        return open_direct(self.transport, self.spec.alias, host, port, timeout)
 
     def connect_to(self, target: str | HostSpec) -> "SSHConnection":
         """Open a second SSH connection to ``target`` through this one (e.g. a compute
@@ -335,64 +262,3 @@ class SSHConnection:
         if client is None:
             raise SSHError(f"cannot start SFTP on {self.spec.label}")
         return client
-
-
-def _timeout(spec: HostSpec) -> float:
-    return float(spec.connect_timeout) if spec.connect_timeout else DEFAULT_CONNECT_TIMEOUT
-
-
-def _prefer(preferred: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
-    """``preferred`` (those available) first, then the rest of ``available`` in its order."""
-    first = [name for name in preferred if name in available]
-    return tuple(first + [name for name in available if name not in first])
-
-
-def _close_quietly(sock: object) -> None:
-    try:
-        sock.close()  # type: ignore[attr-defined]
-    except Exception as exc:
-        log.debug("error closing socket: %s", exc)
-
-
-def _dial(spec: HostSpec) -> object:
-    """A connected socket (TCP_NODELAY, keepalive) or ProxyCommand to ``spec``; SSHError if not."""
-    if spec.proxy_command:
-        try:
-            return _ProxyCommand(spec.proxy_command)
-        except (paramiko.SSHException, OSError) as exc:
-            raise SSHError(f"ProxyCommand for {spec.label} failed: {exc}") from exc
-    where = f"{spec.alias} ({spec.hostname} port {spec.port})"
-    timeout = _timeout(spec)
-    try:
-        sock = socket.create_connection((spec.hostname, spec.port), timeout=timeout)
-    except socket.gaierror as exc:
-        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): "
-                       f"{exc.strerror}") from exc
-    except UnicodeError as exc:  # Python's IDNA encoding refuses the name before any lookup
-        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): not a valid host "
-                       "name") from exc
-    except ConnectionRefusedError as exc:
-        raise SSHError(f"connection to {where} refused (is sshd running there?)") from exc
-    except (socket.timeout, TimeoutError) as exc:
-        raise SSHError(f"connection to {where} timed out after {timeout:g} s") from exc
-    except OSError as exc:
-        raise SSHError(f"cannot connect to {where}: {exc.strerror or exc}") from exc
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    return sock
-
-
-def _open_direct(transport: paramiko.Transport, via: str, host: str, port: int,
-                 timeout: float) -> paramiko.Channel:
-    try:
-        return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
-                                      timeout=timeout)
-    except paramiko.ChannelException as exc:
-        reason = getattr(transport, "last_open_failure", "") or exc.text or \
-            _CHANNEL_FAILURES.get(exc.code, f"code {exc.code}")
-        raise ChannelOpenError(f"{via} could not connect to {host} port {port}: {reason}",
-                               code=exc.code, reason=reason) from exc
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        why = f"no answer within {timeout:g} s" if "Timeout" in str(exc) else \
-            (str(exc) or "connection lost")
-        raise SSHError(f"cannot open a channel to {host} port {port} through {via}: {why}") from exc

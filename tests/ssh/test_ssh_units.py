@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from fireflyhpc.ssh.config import HostSpec
-from fireflyhpc.ssh.connection import PREFERRED_CIPHERS, _prefer
+from fireflyhpc.ssh.wire import PREFERRED_CIPHERS, prefer
 from fireflyhpc.ssh.hostkeys import HostKeyChecker, fingerprint, known_keys
 from fireflyhpc.ssh.remote import build_command
 
@@ -91,7 +91,7 @@ def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
 
 def test_cipher_preference_keeps_only_available() -> None:
     available = paramiko.Transport._preferred_ciphers
-    ordered = _prefer(PREFERRED_CIPHERS, available)
+    ordered = prefer(PREFERRED_CIPHERS, available)
     assert ordered[0] == "aes128-gcm@openssh.com"
     assert sorted(ordered) == sorted(available)
-    assert _prefer(("chacha20-poly1305@openssh.com", "b"), ("a", "b")) == ("b", "a")
+    assert prefer(("chacha20-poly1305@openssh.com", "b"), ("a", "b")) == ("b", "a")
