@@ -93,6 +93,7 @@ class Session:
     _node_conn: Any = None
     _server: launch.RemoteServer | None = None
     _tunnel: Any = None
+    _lifeline: launch.Lifeline | None = None
     _closed: bool = False
     _recorded: bool = False
 
@@ -167,6 +168,9 @@ class Session:
         if self._server is None:
             raise ServerError("nothing to detach: the payload is not running")
         launch.keep_token(self.node_conn(), self._server, self.token)
+        if self._lifeline is not None:
+            self._lifeline.release(detach=True)
+            self._lifeline = None
         self._closed = True
         if self._tunnel is not None:
             self._tunnel.close()
@@ -184,6 +188,9 @@ class Session:
             server = self._server
             steps.append((f"stop the payload on {server.node}",
                           lambda: launch.stop_payload(self.node_conn(), server)))
+        if self._lifeline is not None:
+            lifeline = self._lifeline
+            steps.append(("close the lifeline", lambda: lifeline.release(detach=False)))
         if cancel and self.job_id:
             job_id = self.job_id
             steps.append((f"cancel job {job_id}", lambda: self._cancel(job_id)))
@@ -341,6 +348,7 @@ def start_or_reuse(session: Session, progress: Say) -> None:
         found = launch.find_detached(conn, session.job_id, session.node)
         if found is not None:
             session._server, session.token = found
+            session._lifeline = launch.Lifeline(conn, session._server)
             progress(f"reusing the detached server on {session.node} "
                      f"(port {session._server.port})")
             _forget_detached(session.store, session.job_id)
@@ -353,6 +361,8 @@ def start_or_reuse(session: Session, progress: Say) -> None:
     name = launch.run_name(session.job_id, session.id)
     session._server = launch.start_payload(conn, spec, node=session.node, name=name,
                                            token=session.token)
+    cancel = session.job_id if session.submitted and not session.request.keep_job else None
+    session._lifeline = launch.Lifeline(conn, session._server, cancel)
 
 
 def _forget_detached(store: SessionStore, job_id: str) -> None:

@@ -166,6 +166,24 @@ fi
 rm -rf -- "$dir"
 """
 
+# $1: process group, $2: run folder, $3: a job to cancel too (or ""). Holds the
+# server's life on an open SSH channel: if the channel ends without the word "detach"
+# (connect died, even by SIGKILL, and its TCP connection closed), the whole group is
+# ended, the run folder removed and the job (one connect submitted) cancelled.
+LIFELINE_SCRIPT = r"""
+cd || exit 4
+IFS= read -r word
+[ "$word" = detach ] && exit 0
+if kill -0 "-$1" 2>/dev/null; then
+    kill -TERM "-$1" 2>/dev/null
+    sleep 3
+    kill -KILL "-$1" 2>/dev/null
+fi
+rm -rf -- "$2"
+[ -n "$3" ] && scancel -- "$3" 2>/dev/null
+exit 0
+"""
+
 ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
 
 # $1: job id. Prints "NAME PGID PORT NODE" for each run folder of that job that has a
@@ -271,6 +289,32 @@ def stop_payload(conn: Runner, server: RemoteServer, *, timeout: float = 30.0) -
     conn.run(["sh", "-c", STOP_SCRIPT, "sh", server.run_dir, str(server.pgid)],
              timeout=timeout)
     log.info("payload stopped on %s (process group %d)", server.node, server.pgid)
+
+
+class Lifeline:
+    """An open SSH channel on the node whose end (without :meth:`release`) ends the server."""
+
+    def __init__(self, conn: Runner, server: RemoteServer, cancel_job: str | None = None) -> None:
+        from fireflyhpc.ssh.remote import build_command
+
+        transport = getattr(conn, "transport")
+        self._channel = transport.open_session(timeout=30)
+        self._channel.exec_command(build_command(
+            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir,
+             cancel_job or ""]))
+
+    def release(self, *, detach: bool) -> None:
+        """Close the channel; with ``detach`` the server is left running. Never raises."""
+        try:
+            if detach:
+                self._channel.sendall(b"detach\n")
+            self._channel.shutdown_write()
+            if detach:  # wait for the script to read the word before the channel closes
+                self._channel.recv_exit_status()
+        except Exception as exc:  # the connection may be gone already
+            log.debug("lifeline: %s", exc)
+        finally:
+            self._channel.close()
 
 
 def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) -> bool:

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 
 from connect_e2e_helpers import (assert_nothing_left, http_get, one_error_line, port_free, ssh_lines,
@@ -164,3 +165,23 @@ def test_connect_ends_at_the_time_limit_with_a_warning(bench) -> None:  # type: 
     assert rc != 0 and f"job {job_id} reached its time limit" in run.stderr_text, \
         run.stderr_text
     assert_nothing_left(bench, job_id, port)
+
+
+def test_connect_killed_hard_leaves_no_payload_nor_job(bench) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL gives connect no chance to clean up: the lifeline on the node does it."""
+    run = bench.connect()
+    port, _ = url_parts(run.wait_url())
+    job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
+    assert len(bench.payloads(job_id)) == 1
+    children = psutil.Process(run.proc.pid).children(recursive=True)
+    run.stop(signal.SIGKILL)
+    try:
+        assert wait_for(lambda: port_free(port), 15)
+        assert_nothing_left(bench, job_id, port)  # `status` drops the dead entry too
+    finally:
+        # Known gap (tunnel engine): its OpenSSH masters outlive a SIGKILLed parent.
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
