@@ -185,3 +185,21 @@ def test_connect_killed_hard_leaves_no_payload_nor_job(bench) -> None:  # type: 
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import fireflyhpc
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(bench.state_home))
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    node = bench.wait_running(job_id)
+    with fireflyhpc.connect(cluster="mini", job=job_id, config=str(bench.config),
+                            ssh_config=str(bench.cluster.ssh_config)) as session:
+        assert (session.job_id, session.node) == (job_id, node)
+        port, token = url_parts(session.url)
+        assert http_get(port, "/datasets.json", token)[0] == 200
+        assert session.url in session.iframe(height=500)._repr_html_()
+        assert _session(bench, job_id)["local_port"] == port
+    assert_nothing_left(bench, job_id, port, job_gone=False)
+    assert bench.squeue().get(job_id) == "RUNNING"
