@@ -26,7 +26,7 @@ from fireflyhpc import jobwatch, launch
 from fireflyhpc.config import ResolvedSettings, config_path, load_settings, templates_dir
 from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError
 from fireflyhpc.session_watch import wait_http_ok
-from fireflyhpc.scheduler import Scheduler
+from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.sessions import SessionRecord, SessionStore, new_id
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ConnectRequest:
     partition: str | None = None
     time: str | None = None
     account: str | None = None
-    cpus: int | None = None
+    cpus: int | str | None = None
     mem: str | None = None
     data_dirs: tuple[str, ...] = ()
     payload: str | None = None
@@ -195,7 +195,7 @@ class Session:
             job_id = self.job_id
             steps.append((f"cancel job {job_id}", lambda: self._cancel(job_id)))
         if self._recorded:
-            steps.append(("remove the session entry", lambda: self.store.remove(self.id)))
+            steps.append(("remove the session entry", lambda: _discard(self.store.remove(self.id))))
         for what, step in steps:
             try:
                 step()
@@ -222,8 +222,8 @@ class Session:
         self.close()
 
     # -- watching -----------------------------------------------------------------------
-    def watch(self, *, warn: Say = log.warning, backoff: jobwatch.Backoff =
-              jobwatch.WATCH_BACKOFF, max_failures: int = 12) -> Ending:
+    def watch(self, *, warn: Say = log.warning, backoff: Backoff = jobwatch.WATCH_BACKOFF,
+              max_failures: int = 12) -> Ending:
         """Block until a stop is requested, the job ends or the server dies; say which.
 
         Polls squeue and the server's process group with backoff. Connection
@@ -232,6 +232,10 @@ class Session:
         from fireflyhpc.session_watch import watch_session
 
         return watch_session(self, warn=warn, backoff=backoff, max_failures=max_failures)
+
+
+def _discard(value: object) -> None:
+    """Drop a return value (cleanup steps return nothing)."""
 
 
 class _Html:

@@ -85,7 +85,7 @@ def _still_running(record: SessionRecord) -> bool:
         proc = psutil.Process(record.pid)
         if abs(proc.create_time() - record.pid_create_time) >= 0.01:
             return False
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
 

@@ -49,7 +49,8 @@ class StatusLine:
 @contextmanager
 def stop_on_signals(stop: threading.Event, line: StatusLine) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP set ``stop`` (the work notices and cleans up)."""
-    names = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+    names: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
+                             signal.SIGHUP: "SIGHUP"}
 
     def handler(signum: int, frame: object) -> None:
         if not stop.is_set():
