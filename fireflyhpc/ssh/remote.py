@@ -103,6 +103,8 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
     if code is None:
         raise RemoteTimeoutError(list(argv), -1, err.decode("utf-8", "replace") +
                                  f"\n(timed out after {timeout} s)", host=host)
+    if code == -1 and not transport.is_active():
+        raise SSHError(f"connection to {host} lost while running `{command}`")
     result = Result(tuple(argv), code, out.decode("utf-8", "replace"),
                     err.decode("utf-8", "replace"), host)
     if check and code != 0:

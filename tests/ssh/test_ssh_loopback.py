@@ -554,3 +554,15 @@ def test_no_passphrase_asked_when_a_plain_key_works(make_config, sshd, tmp_path)
     with open_target(config, prompter=prompter) as conn:
         conn.run(["true"])
     assert asked == []
+
+
+def test_connection_lost_during_a_command(make_config) -> None:
+    with open_target(make_config()) as conn:
+        timer = threading.Timer(1.0, conn.transport.close)
+        timer.start()
+        try:
+            with pytest.raises(SSHError, match="lost while running"):
+                conn.run(["sleep", "4"])  # runs on, like any command of a dropped session
+        finally:
+            timer.cancel()
+        assert not conn.is_active()
