@@ -94,6 +94,7 @@ class Session:
     _server: launch.RemoteServer | None = None
     _tunnel: Any = None
     _lifeline: launch.Lifeline | None = None
+    _srun: Any = None
     _closed: bool = False
     _recorded: bool = False
 
@@ -167,6 +168,8 @@ class Session:
         close the tunnel and connections; record the session as detached."""
         if self._server is None:
             raise ServerError("nothing to detach: the payload is not running")
+        if self._srun is not None:
+            raise ConfigError("--detach is not supported with launch = \"srun\"")
         launch.keep_token(self.node_conn(), self._server, self.token)
         if self._lifeline is not None:
             self._lifeline.release(detach=True)
@@ -184,7 +187,9 @@ class Session:
         steps: list[tuple[str, Callable[[], None]]] = []
         if self._tunnel is not None:
             steps.append(("close the tunnel", self._tunnel.close))
-        if stop_server and self._server is not None:
+        if stop_server and self._srun is not None:
+            steps.append(("stop the payload step", self._srun.stop))
+        elif stop_server and self._server is not None:
             server = self._server
             steps.append((f"stop the payload on {server.node}",
                           lambda: launch.stop_payload(self.node_conn(), server)))
@@ -345,8 +350,14 @@ def start_or_reuse(session: Session, progress: Say) -> None:
     """Reuse a detached server of this job (attach only), else start the payload."""
     assert session.job_id and session.node
     if session.settings.launch == "srun":
-        raise ConfigError("launch = \"srun\" is not supported yet by connect",
-                          hint="use launch = \"ssh\" (the node must accept SSH from the login node)")
+        from fireflyhpc.launch_srun import SrunPayload
+
+        progress(f"starting the payload on {session.node} with srun")
+        session._srun = SrunPayload(session._login, payload_spec(session), job_id=session.job_id,
+                                    node=session.node, token=session.token,
+                                    name=launch.run_name(session.job_id, session.id))
+        session._server = session._srun.server
+        return
     conn = session.node_conn()
     if not session.submitted:
         found = launch.find_detached(conn, session.job_id, session.node)

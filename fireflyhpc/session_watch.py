@@ -116,8 +116,12 @@ def _check_once(session: "Session") -> "Ending | None":
     if job.time_left is not None:
         session.time_limit_end = time.time() + job.time_left
     server = session.server
-    if server is not None and session.settings.launch == "ssh" \
-            and not launch.payload_alive(session.node_conn(), server):
+    srun = getattr(session, "_srun", None)
+    if srun is not None:
+        dead = not srun.alive()
+    else:
+        dead = server is not None and not launch.payload_alive(session.node_conn(), server)
+    if server is not None and dead:
         message = f"the payload server on {server.node} stopped"
         return Ending(message, requested=False, error=ServerError(message))
     return None

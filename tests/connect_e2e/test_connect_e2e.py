@@ -203,3 +203,28 @@ def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) ->
         assert _session(bench, job_id)["local_port"] == port
     assert_nothing_left(bench, job_id, port, job_gone=False)
     assert bench.squeue().get(job_id) == "RUNNING"
+
+
+def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """launch = "srun": the payload is a step of the job (no SSH to the node), reached
+    through the tunnel's direct hop; Ctrl-C ends the step."""
+    config = tmp_path / "fireflyhpc.toml"
+    text = bench.config.read_text().replace('launch = "ssh"', 'launch = "srun"')
+    config.write_text(text if 'launch = "srun"' in text else text + 'launch = "srun"\n')
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    node = bench.wait_running(job_id)
+    run = bench.connect("--job", job_id, config=config)
+    port, token = url_parts(run.wait_url())
+    status, body = http_get(port, "/datasets.json", token)
+    assert status == 200 and json.loads(body)
+    steps = bench.cluster.ssh("login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout
+    assert "fireflyhpc-payload" in steps
+    (proc,) = bench.payloads(job_id)
+    assert "0.0.0.0" in proc.cmdline() and token not in " ".join(proc.cmdline())
+    assert _session(bench, job_id)["node"] == node
+    assert run.stop(signal.SIGINT) == 0, run.stderr_text
+    assert_nothing_left(bench, job_id, port, job_gone=False)
+    assert "fireflyhpc-payload" not in bench.cluster.ssh(
+        "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout
+    assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
