@@ -87,9 +87,12 @@ class Master:
         self.label = label
         self._stderr: list[str] = []
         log.debug("starting %s", shlex.join(argv))
+        # With a terminal, ssh must share it to ask for a passphrase or a one-time
+        # code (it reads /dev/tty); Ctrl-C then reaches it too, which is harmless.
+        # Without one, a session of its own keeps it out of our process group.
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     start_new_session=not _has_terminal())
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -290,6 +293,14 @@ def _at_eof(sock: socket.socket) -> bool:
     """True if the local client has closed its side (a browser preconnect, say)."""
     try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except OSError:
+        return False
+
+
+def _has_terminal() -> bool:
+    try:
+        with open("/dev/tty", "rb"):
+            return True
     except OSError:
         return False
 
