@@ -70,13 +70,13 @@ def test_connect_attach_by_job_and_by_node_never_cancels(bench, cleanup_jobs) ->
     job_id = bench.sbatch()
     cleanup_jobs.append(job_id)
     node = bench.wait_running(job_id)
-    for args in (("--job", job_id), (node,)):
+    for args, sig in ((("--job", job_id), signal.SIGTERM), ((node,), signal.SIGHUP)):
         run = bench.connect(*args)
         port, token = url_parts(run.wait_url())
         status, body = http_get(port, "/datasets.json", token)
         assert status == 200 and json.loads(body)
         assert _session(bench, job_id)["node"] == node
-        assert run.stop(signal.SIGTERM) == 0, run.stderr_text
+        assert run.stop(sig) == 0, run.stderr_text
         assert_nothing_left(bench, job_id, port, job_gone=False)
         assert bench.squeue().get(job_id) == "RUNNING"  # attached: the job stays
 

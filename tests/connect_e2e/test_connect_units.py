@@ -132,3 +132,26 @@ def test_launch_script_reports_an_early_death(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="exited at once"):
         launch.start_payload(LocalRunner(tmp_path), spec, node="local", name="1-0123abcd",
                              token="abc", timeout=10)
+
+
+def test_status_line_rewrites_in_place_on_a_terminal_only() -> None:
+    import io
+
+    from fireflyhpc.cli.connect_cmd import StatusLine
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    line = StatusLine(tty)
+    line("job 1, PENDING, waited 0:01")
+    line("job 1, RUNNING")
+    line.say("done")
+    assert tty.getvalue() == ("\rjob 1, PENDING, waited 0:01\rjob 1, RUNNING" + " " * 13
+                              + "\nfireflyhpc: done\n")
+    plain = io.StringIO()
+    line = StatusLine(plain)
+    line("job 1, PENDING")
+    line("job 1, RUNNING")
+    assert plain.getvalue() == "fireflyhpc: job 1, PENDING\nfireflyhpc: job 1, RUNNING\n"
