@@ -29,7 +29,6 @@ import http.client
 import os
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys

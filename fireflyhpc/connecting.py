@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-from urllib.parse import quote
 
 from fireflyhpc import jobwatch, launch
-from fireflyhpc.config import ResolvedSettings, config_path, load_settings, templates_dir
+from fireflyhpc.config import ResolvedSettings, load_settings
 from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError
-from fireflyhpc.session_watch import wait_http_ok
+from fireflyhpc.connect_steps import choose_job, open_forward, render_job_script, \
+    start_or_reuse
 from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.sessions import SessionRecord, SessionStore, new_id
 
@@ -307,108 +306,6 @@ def _stop_check(session: Session) -> Callable[[], None]:
     return check
 
 
-def render_job_script(request: ConnectRequest, settings: ResolvedSettings) -> str:
-    """The sbatch script from the chosen template (ConfigError for a bad template)."""
-    from fireflyhpc.templates import find_template, render_template, template_values
-
-    template = find_template(settings.template, templates_dir(config_path(request.config)))
-    return render_template(template.text, template_values(settings), name=template.name)
-
-
-def choose_job(session: Session, script: str | None, progress: Say) -> None:
-    """Submit ``script`` and wait for it to run, or find the requested running job."""
-    scheduler = session.scheduler()
-    req = session.request
-    if script is None:
-        choice = jobwatch.find_job(scheduler, job_id=req.job_id, node=req.node)
-        job = choice.job
-        session.job_id = job.job_id
-    else:
-        session.job_id = scheduler.submit(script)
-        session.submitted = True
-        session.record()
-        progress(f"submitted job {session.job_id}")
-        job = jobwatch.wait_until_running(scheduler, session.job_id, progress,
-                                          stop=session.stop_requested.is_set)
-    session.node = job.nodes[0]
-    if job.time_left is not None:
-        session.time_limit_end = time.time() + job.time_left
-    session.time_limit = job.time_limit
-    session.record()
-    progress(f"job {session.job_id} runs on {session.node}")
-
-
-def payload_spec(session: Session) -> launch.PayloadSpec:
-    """What to start on the node, from the settings and the request."""
-    s = session.settings
-    bind = "127.0.0.1" if s.hop in ("auto", "ssh") else "0.0.0.0"
-    return launch.PayloadSpec.from_setting(s.payload, python=s.python, setup=tuple(s.setup),
-                                           data_dirs=tuple(session.request.data_dirs), bind=bind)
-
-
-def start_or_reuse(session: Session, progress: Say) -> None:
-    """Reuse a detached server of this job (attach only), else start the payload."""
-    assert session.job_id and session.node
-    if session.settings.launch == "srun":
-        from fireflyhpc.launch_srun import SrunPayload
-
-        progress(f"starting the payload on {session.node} with srun")
-        session._srun = SrunPayload(session._login, payload_spec(session), job_id=session.job_id,
-                                    node=session.node, token=session.token,
-                                    name=launch.run_name(session.job_id, session.id))
-        session._server = session._srun.server
-        return
-    conn = session.node_conn()
-    if not session.submitted:
-        found = launch.find_detached(conn, session.job_id, session.node)
-        if found is not None:
-            session._server, session.token = found
-            session._lifeline = launch.Lifeline(conn, session._server)
-            progress(f"reusing the detached server on {session.node} "
-                     f"(port {session._server.port})")
-            _forget_detached(session.store, session.job_id)
-            return
-    spec = payload_spec(session)
-    if not spec.enforces_token:
-        log.warning("a custom payload command cannot be made to check fireflyhpc's token: "
-                    "anyone on %s who finds its port can use it", session.node)
-    progress(f"starting the payload on {session.node}")
-    name = launch.run_name(session.job_id, session.id)
-    session._server = launch.start_payload(conn, spec, node=session.node, name=name,
-                                           token=session.token)
-    cancel = session.job_id if session.submitted and not session.request.keep_job else None
-    session._lifeline = launch.Lifeline(conn, session._server, cancel)
-
-
-def _forget_detached(store: SessionStore, job_id: str) -> None:
-    """Drop detached entries of ``job_id``: this session takes their server over."""
-    for rec in store.list():
-        if rec.detached and rec.job_id == job_id:
-            store.remove(rec.id)
-
-
-def open_forward(session: Session, progress: Say) -> None:
-    """Open the chained tunnel to the server and check the URL answers 200 through it."""
-    from fireflyhpc.tunnel import TunnelRequest, open_tunnel
-
-    assert session._server is not None and session.node
-    s = session.settings
-    hop = "direct" if s.launch == "srun" else s.hop
-    req = TunnelRequest(node=session.node, remote_port=session._server.port, login=session.login,
-                        local_port=s.local_port or 0, hop=hop,
-                        ssh_config=session.request.ssh_config,
-                        accept_new_host_key=session.request.accept_new_host_key)
-    progress(f"opening the tunnel to {session.node}:{session._server.port}")
-    session._tunnel = open_tunnel(req)
-    port = int(session._tunnel.url.rsplit(":", 1)[1].strip("/"))
-    session.local_port, session.remote_port = port, session._server.port
-    base = f"http://127.0.0.1:{port}/"
-    spec = payload_spec(session)
-    wait_http_ok(base, session.token if spec.enforces_token else None,
-                 stop=session.stop_requested.is_set, any_answer=not spec.enforces_token)
-    session.url = f"{base}?token={quote(session.token, safe='')}" if spec.enforces_token else base
-
-
 def connect(node: str | None = None, *, cluster: str | None = None, job: str | int | None = None,
             config: str | None = None, ssh_config: str | None = None,
             progress: Say | None = None, **options: Any) -> Session:
@@ -427,11 +324,6 @@ def connect(node: str | None = None, *, cluster: str | None = None, job: str | i
 
     atexit.register(session.close)
     return session
-
-
-def without_token(url: str | None) -> str | None:
-    """``url`` with its ``?token=...`` removed (for logs)."""
-    return url.split("?", 1)[0] if url else url
 
 
 __all__ = ["ConnectRequest", "Ending", "Session", "connect", "open_session"]

@@ -28,7 +28,7 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
 
@@ -44,6 +44,15 @@ class Runner(Protocol):
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None) -> object: ...  # noqa: A002
+
+
+class Connection(Runner, Protocol):
+    """A runner that also holds channels open and writes files (an SSHConnection)."""
+
+    @property
+    def transport(self) -> Any: ...
+
+    def write_file(self, path: str, data: bytes | str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -294,10 +303,11 @@ def stop_payload(conn: Runner, server: RemoteServer, *, timeout: float = 30.0) -
 class Lifeline:
     """An open SSH channel on the node whose end (without :meth:`release`) ends the server."""
 
-    def __init__(self, conn: Runner, server: RemoteServer, cancel_job: str | None = None) -> None:
+    def __init__(self, conn: Connection, server: RemoteServer,
+                 cancel_job: str | None = None) -> None:
         from fireflyhpc.ssh.remote import build_command
 
-        transport = getattr(conn, "transport")
+        transport = conn.transport
         self._channel = transport.open_session(timeout=30)
         self._channel.exec_command(build_command(
             ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir,
@@ -324,9 +334,9 @@ def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) 
     return getattr(result, "exit_code", 1) == 0
 
 
-def keep_token(conn: Runner, server: RemoteServer, token: str) -> None:
+def keep_token(conn: Connection, server: RemoteServer, token: str) -> None:
     """Leave the token in the run folder (0600) so a later connect can reuse the server."""
-    write = getattr(conn, "write_file")
+    write = conn.write_file
     write(f"{server.run_dir}/token", token + "\n")
 
 

@@ -15,11 +15,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
-import pytest
 
 URL_LINE = re.compile(r"^http://127\.0\.0\.1:(\d+)/\?token=(\S+)$")
 
