@@ -221,3 +221,31 @@ def test_laptop_global_client_config_is_untouched(cluster) -> None:
     for path in ("/etc/ssh/ssh_config", "/etc/ssh/ssh_known_hosts"):
         if os.path.exists(path):
             assert cluster.login_addr not in open(path).read()
+
+
+LISTEN = ("import socket, sys\n"
+          "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+          "print(s.getsockname()[1], flush=True); sys.stdin.read()\n")
+CONNECT = ("import socket, sys\n"
+           "s = socket.socket(); s.settimeout(5)\n"
+           "print(s.connect_ex(('127.0.0.1', int(sys.argv[1]))))\n")
+
+
+def test_each_host_has_its_own_loopback(cluster) -> None:
+    """A server on node1's 127.0.0.1 is reachable there only (what the tunnels rely on)."""
+    listener = subprocess.Popen(["ip", "netns", "exec", cluster.netns("node1"), "python3", "-c",
+                                 LISTEN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        port = listener.stdout.readline().strip()
+        assert port.isdigit()
+        results = {host: cluster.run_in(host, ["python3", "-c", CONNECT, port]).stdout.strip()
+                   for host in ("node1", "login1", "node2")}
+        local = subprocess.run(["python3", "-c", CONNECT, port], capture_output=True,
+                               text=True, timeout=30).stdout.strip()
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)
+    assert results["node1"] == "0"
+    assert results["login1"] == results["node2"] == str(errno.ECONNREFUSED)
+    assert local == str(errno.ECONNREFUSED)
