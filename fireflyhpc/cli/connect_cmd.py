@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -65,8 +66,16 @@ def stop_on_signals(stop: threading.Event, line: StatusLine) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def open_browser(url: str) -> None:
-    """Open ``url`` in the user's browser, without blocking."""
+def open_browser(url: str, line: StatusLine) -> None:
+    """Open ``url`` in the user's graphical browser, without blocking.
+
+    Without a display on Linux (an SSH session, a container) nothing is opened: a
+    text-mode browser would take over the terminal.
+    """
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        line.say("no display here: open the URL above in your browser")
+        return
     threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
 
@@ -138,7 +147,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             line.say(f"job {session.job_id} on {session.node}, port {session.remote_port} -> "
                      f"127.0.0.1:{session.local_port} (session {session.id}); Ctrl-C to stop")
             if not no_browser:
-                open_browser(session.url or "")
+                open_browser(session.url or "", line)
             ending = session.watch(warn=line.say)
         finally:
             session.close()

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -228,3 +229,30 @@ def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # typ
     assert "fireflyhpc-payload" not in bench.cluster.ssh(
         "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout
     assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
+
+
+def test_connect_with_a_custom_payload_command(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
+    """--payload "COMMAND {port}": any web server; its whole process group ends on Ctrl-C."""
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    node = bench.wait_running(job_id)
+    run = bench.connect("--job", job_id, "--payload",
+                        "python3 -m http.server {port} --bind 127.0.0.1 --directory /etc")
+    url = run.wait_url()
+    assert "token" not in url  # fireflyhpc cannot make it check one
+    port = int(url.split(":")[2].strip("/"))
+    status, body = http_get(port, "/hostname", None)
+    assert status == 200 and body == Path("/etc/hostname").read_bytes()
+    assert "cannot be made to check fireflyhpc's token" in run.stderr_text
+    remote_port = _session(bench, job_id)["remote_port"]
+
+    def servers() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"])
+                if f"http.server {remote_port} " in " ".join(p.info["cmdline"] or [])]
+
+    node_net = os.stat(f"/run/netns/{bench.cluster.netns(node)}").st_ino
+    assert servers() and all(os.readlink(f"/proc/{pid}/ns/net") == f"net:[{node_net}]"
+                             for pid in servers())
+    assert run.stop(signal.SIGINT) == 0, run.stderr_text
+    assert wait_for(lambda: not servers(), 15)
+    assert_nothing_left(bench, job_id, port, job_gone=False)
