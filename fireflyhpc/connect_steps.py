@@ -77,10 +77,14 @@ def start_or_reuse(session: "Session", progress: Say) -> None:
         found = launch.find_detached(conn, session.job_id, session.node)
         if found is not None:
             session._server, session.token = found
-            session._lifeline = launch.Lifeline(conn, session._server)
+            # The detached session's duties pass to this one: if fireflyhpc submitted
+            # the job, leaving cancels it, as leaving that session would have.
+            session.submitted = _forget_detached(session.store, session.job_id)
+            cancel = session.job_id if session.submitted and not session.request.keep_job \
+                else None
+            session._lifeline = launch.Lifeline(conn, session._server, cancel)
             progress(f"reusing the detached server on {session.node} "
                      f"(port {session._server.port})")
-            _forget_detached(session.store, session.job_id)
             return
     spec = payload_spec(session)
     if not spec.enforces_token:
@@ -94,11 +98,15 @@ def start_or_reuse(session: "Session", progress: Say) -> None:
     session._lifeline = launch.Lifeline(conn, session._server, cancel)
 
 
-def _forget_detached(store: SessionStore, job_id: str) -> None:
-    """Drop detached entries of ``job_id``: this session takes their server over."""
+def _forget_detached(store: SessionStore, job_id: str) -> bool:
+    """Drop detached entries of ``job_id`` (this session takes their server over);
+    True if one of them had submitted the job."""
+    submitted = False
     for rec in store.list():
         if rec.detached and rec.job_id == job_id:
+            submitted = submitted or rec.submitted_by_us
             store.remove(rec.id)
+    return submitted
 
 
 def open_forward(session: "Session", progress: Say) -> None:

@@ -105,19 +105,24 @@ def test_connect_detach_reuse_and_stop(bench, cleanup_jobs) -> None:  # type: ig
     done = bench.run("connect", "--cluster", "mini", "--no-browser", "--detach", timeout=180)
     assert done.returncode == 0, done.stderr
     detached = [s for s in bench.sessions() if s["detached"]]
-    assert len(detached) == 1
+    assert len(detached) == 1 and detached[0]["submitted_by_us"]
     job_id, remote_port = detached[0]["job_id"], detached[0]["remote_port"]
     cleanup_jobs.append(job_id)
     assert bench.squeue()[job_id] == "RUNNING" and len(bench.payloads(job_id)) == 1
-    # A later connect --job reuses that very server (same port, same token file).
+    # A later connect --job reuses that very server (same port, token from the 0600 file)
+    # and takes the detached session's place: leaving ends server and job.
     run = bench.connect("--job", job_id)
     port, token = url_parts(run.wait_url())
     assert http_get(port, "/datasets.json", token)[0] == 200
     assert _session(bench, job_id)["remote_port"] == remote_port
     assert "reusing the detached server" in run.read_stderr_until("reusing|Ctrl-C")
+    assert not [s for s in bench.sessions() if s["detached"]]
     assert run.stop(signal.SIGINT) == 0
-    assert_nothing_left(bench, job_id, port, job_gone=False)
-    # Detach again, then `stop ID` ends server (and not this attached job) over SSH.
+    assert_nothing_left(bench, job_id, port)
+    # Detached from a job it only attached to: `stop ID` ends the server over SSH, not the job.
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    bench.wait_running(job_id)
     done = bench.run("connect", "--cluster", "mini", "--no-browser", "--job", job_id,
                      "--detach", timeout=180)
     assert done.returncode == 0, done.stderr
