@@ -155,3 +155,17 @@ def test_status_line_rewrites_in_place_on_a_terminal_only() -> None:
     line("job 1, PENDING")
     line("job 1, RUNNING")
     assert plain.getvalue() == "fireflyhpc: job 1, PENDING\nfireflyhpc: job 1, RUNNING\n"
+
+
+def test_setup_lines_run_before_the_server_and_may_change_directory(tmp_path: Path) -> None:
+    runner = LocalRunner(tmp_path)
+    spec = launch.PayloadSpec(python=sys.executable, setup=(
+        "touch setup-ran", "export FFHPC_SETUP_MARK=yes", "cd /"))
+    server = launch.start_payload(runner, spec, node="local", name="2-0123abcd", token="t" * 40)
+    try:
+        assert (tmp_path / "setup-ran").exists()
+        env = psutil.Process(server.pgid).environ()
+        assert env.get("FFHPC_SETUP_MARK") == "yes" and env.get("FIREFLYHPC_TOKEN") == "t" * 40
+    finally:
+        launch.stop_payload(runner, server)
+    assert not (tmp_path / server.run_dir).exists()
