@@ -38,7 +38,7 @@ from fireflyhpc.tunnel.sshmsg import NodeSSHError, ssh_error_from_stderr
 
 log = logging.getLogger(__name__)
 
-ALIVE_INTERVAL = 4  # seconds; a silent path is declared dead after about 3 intervals
+ALIVE_INTERVAL = 3  # seconds; ssh gives up on a silent path after about 3 intervals
 ALIVE_COUNT = 2
 READY_TIMEOUT = 60.0
 # What a mux client says when it never reached the master (so no byte moved).
