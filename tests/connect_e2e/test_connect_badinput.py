@@ -78,3 +78,24 @@ def test_template_with_unknown_placeholder(bench, tmp_path: Path) -> None:  # ty
         "#!/bin/bash\n#SBATCH --time={{ time }}\necho {{ no_such_thing }}\nsleep 60\n")
     line = _connect(bench, "--cluster", "mini", "--template", "broken", config=config)
     assert "template broken line 3" in line and "unknown placeholder" in line
+
+
+def test_busy_local_port_undoes_job_and_payload(bench) -> None:  # type: ignore[no-untyped-def]
+    """A failure late in the setup (the tunnel's local port is taken) undoes the job it
+    submitted and the payload it started."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        out = bench.run("connect", "--cluster", "mini", "--no-browser", "--port", str(port),
+                        timeout=180)
+    assert out.returncode != 0 and out.stdout == ""
+    line = one_error_line(out.stderr)
+    assert str(port) in line
+    assert "submitted job" in out.stderr
+    job_id = out.stderr.split("submitted job ", 1)[1].split()[0]
+    assert job_id not in bench.squeue()
+    assert not bench.payloads(job_id)
+    assert bench.sessions() == []
