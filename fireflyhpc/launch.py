@@ -352,7 +352,8 @@ def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, s
         except (ValueError, KeyError, TypeError):
             continue
         server = RemoteServer(node=node, pgid=int(parts[1]), port=port, run_name=parts[0])
-        if not payload_alive(conn, server):
+        if not payload_alive(conn, server):  # stale: its token must not linger
+            conn.run(["rm", "-rf", "--", server.run_dir], check=False, timeout=30)
             continue
         token = conn.run(["cat", "--", f"{server.run_dir}/token"], timeout=30)
         value = getattr(token, "stdout", "").strip()
