@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import http_get, listening, run_tunnel
+from tunnel_helpers import http_get, listening, run_tunnel
 
 ERROR_LINE = re.compile(r"^fireflyhpc: error: \S.*$")
 

@@ -10,7 +10,7 @@ import threading
 
 import psutil
 import pytest
-from conftest import http_get, listening
+from tunnel_helpers import http_get, listening
 from tunnel_node_server import blob_pieces
 
 pytestmark = pytest.mark.cluster

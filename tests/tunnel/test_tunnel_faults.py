@@ -9,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from conftest import http_get, start_node_server, wait_until
+from tunnel_helpers import http_get, start_node_server, wait_until
 
 pytestmark = pytest.mark.cluster
 
