@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,8 +60,11 @@ def choose_backend(requested: str) -> str:
     return "paramiko"
 
 
-def make_connector(req: TunnelRequest) -> Connector:
-    """A connector for ``req``; the first call settles ``auto`` hop for all later ones."""
+def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) -> Connector:
+    """A connector for ``req``; the first call settles ``auto`` hop for all later ones.
+
+    Setting ``cancel`` makes a connect in progress give up (OpenSSH backend).
+    """
     backend = choose_backend(req.backend)
     state = {"hop": req.hop}
 
@@ -68,7 +72,8 @@ def make_connector(req: TunnelRequest) -> Connector:
         if backend == "openssh":
             options = openssh.OpenSSHOptions(openssh.find_ssh() or "ssh", req.ssh_config,
                                              req.accept_new_host_key)
-            return openssh.open_path(options, req.login, req.node, req.remote_port, hop)
+            return openssh.open_path(options, req.login, req.node, req.remote_port, hop,
+                                     cancel)
         from fireflyhpc.tunnel import paramiko_backend
         return paramiko_backend.open_path(req, hop)
 
@@ -105,7 +110,9 @@ def open_tunnel(req: TunnelRequest) -> Tunnel:
     req = req.validated()
     listener = Listener(req.local_port)
     try:
-        tunnel = Tunnel(listener, make_connector(req), target=f"{req.node}:{req.remote_port}")
+        stopping = threading.Event()
+        tunnel = Tunnel(listener, make_connector(req, stopping),
+                        target=f"{req.node}:{req.remote_port}", stopping=stopping)
         tunnel.start()
     except BaseException:
         listener.close()

@@ -74,7 +74,8 @@ class Tunnel:
 
     def __init__(self, listener: Listener, connect: Connector, *, target: str,
                  keepalive: float = 5.0, probe_timeout: float = 8.0,
-                 wait_for_path: float = 45.0, max_backoff: float = 8.0) -> None:
+                 wait_for_path: float = 45.0, max_backoff: float = 8.0,
+                 stopping: threading.Event | None = None) -> None:
         self.listener = listener
         self.url = listener.url
         self.target = target
@@ -85,7 +86,8 @@ class Tunnel:
         self._max_backoff = max_backoff
         self._path: Path | None = None
         self._cond = threading.Condition()
-        self._stopping = threading.Event()
+        # Set by close(); a connector given the same event can abandon a connect.
+        self._stopping = stopping or threading.Event()
         self._wake = threading.Event()
         self._clients: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -134,7 +136,7 @@ class Tunnel:
         if path is not None:
             path.close()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=15)  # a connect in progress sees the event and gives up
 
     def __enter__(self) -> Tunnel:
         self.start()

@@ -104,10 +104,15 @@ class Master:
             del self._stderr[:-400]
             log.debug("ssh %s: %s", self.label, line)
 
-    def wait_ready(self, mux_prefix: list[str], timeout: float = READY_TIMEOUT) -> None:
-        """Return once the master answers ``-O check``; raise SSHError if it exits."""
+    def wait_ready(self, mux_prefix: list[str], timeout: float = READY_TIMEOUT,
+                   cancel: threading.Event | None = None) -> None:
+        """Return once the master answers ``-O check``; raise SSHError if it exits,
+        takes longer than ``timeout``, or ``cancel`` is set (the master is stopped)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                self.close()
+                raise SSHError(f"ssh to {self.label} cancelled")
             if self.proc.poll() is not None:
                 self._reader.join(timeout=2)
                 raise ssh_error_from_stderr(self.label, self._stderr)
@@ -234,7 +239,8 @@ class OpenSSHPath:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
-def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: str) -> OpenSSHPath:
+def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: str,
+              cancel: threading.Event | None = None) -> OpenSSHPath:
     """Start the masters for ``hop`` (``ssh`` or ``direct``) and return the path.
 
     Raises SSHError (with OpenSSH's own reason) if a master cannot connect.
@@ -243,14 +249,15 @@ def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: st
     masters: list[Master] = []
     try:
         login_ctl = os.path.join(workdir, "login")
-        masters.append(_start(options, login_ctl, [login], login))
+        masters.append(_start(options, login_ctl, [login], login, cancel))
         if hop == "direct":
             return OpenSSHPath(masters, options, (node, port), f"ssh {login} (OpenSSH), direct "
                                f"to {node}:{port}", workdir)
         proxy = shlex.join([*options.mux(login_ctl), "-W", "%h:%p", "mux"])
         node_ctl = os.path.join(workdir, "node")
         try:
-            masters.append(_start(options, node_ctl, ["-o", f"ProxyCommand={proxy}", node], node))
+            masters.append(_start(options, node_ctl, ["-o", f"ProxyCommand={proxy}", node], node,
+                                  cancel))
         except SSHError as exc:
             why = masters[0].last_open_failure()
             if why:  # the login node could not even reach the node's sshd
@@ -265,10 +272,11 @@ def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: st
         raise
 
 
-def _start(options: OpenSSHOptions, control: str, args: list[str], label: str) -> Master:
+def _start(options: OpenSSHOptions, control: str, args: list[str], label: str,
+           cancel: threading.Event | None) -> Master:
     argv = [*options.base(), "-v", "-N", "-S", control, *args]
     master = Master(argv, control, label)
-    master.wait_ready(options.mux(control))
+    master.wait_ready(options.mux(control), cancel=cancel)
     return master
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import socket
 import subprocess
@@ -140,11 +141,14 @@ def test_sigterm_closes_everything(cluster, start_tunnel, loop_server) -> None:
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host)
     children = psutil.Process(tunnel.proc.pid).children(recursive=True)
     assert children, "the default backend runs ssh masters"
+    controls = [path for child in children for path in _control_paths(child)]
     assert http_get(tunnel.url, "/hello", loop_server.token)[0] == 200
     tunnel.proc.send_signal(signal.SIGTERM)
     assert tunnel.proc.wait(timeout=30) == 0
     assert not listening(tunnel.port)
     assert not [c for c in children if _alive(c)], "ssh processes left behind"
+    assert controls and not [p for p in controls if os.path.exists(os.path.dirname(p))], \
+        "the control socket directory must be removed"
     assert "Traceback" not in tunnel.proc.stderr.read()
 
 
