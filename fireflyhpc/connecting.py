@@ -169,7 +169,8 @@ class Session:
             raise ServerError("nothing to detach: the payload is not running")
         if self._srun is not None:
             raise ConfigError("--detach is not supported with launch = \"srun\"")
-        launch.keep_token(self.node_conn(), self._server, self.token)
+        assert self.job_id is not None
+        launch.keep_token(self.node_conn(), self._server, self.token, self.job_id)
         if self._lifeline is not None:
             self._lifeline.release(detach=True)
             self._lifeline = None

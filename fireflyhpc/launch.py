@@ -193,6 +193,27 @@ rm -rf -- "$2"
 exit 0
 """
 
+# $1 job, $2 process group, $3 run folder. Started (in its own session) when a session
+# is detached: once the job has left the queue, end the server and remove the run
+# folder. It stops by itself when the run folder goes (the server was stopped). No
+# squeue on the node, or an unreachable controller: it waits, it never guesses.
+GUARD_SCRIPT = r"""
+cd || exit 0
+command -v squeue >/dev/null 2>&1 || exit 0
+while [ -d "$3" ]; do
+    out=$(squeue -h -j "$1" -o %T 2>&1)
+    case $out in
+        "" | *"Invalid job id"* | COMPLETED* | CANCELLED* | TIMEOUT* | FAILED* | NODE_FAIL*) break ;;
+    esac
+    sleep 20
+done
+[ -d "$3" ] || exit 0
+kill -TERM "-$2" 2>/dev/null
+sleep 3
+kill -KILL "-$2" 2>/dev/null
+rm -rf -- "$3"
+"""
+
 ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
 
 # $1: job id. Prints "NAME PGID PORT NODE" for each run folder of that job that has a
@@ -334,10 +355,12 @@ def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) 
     return getattr(result, "exit_code", 1) == 0
 
 
-def keep_token(conn: Connection, server: RemoteServer, token: str) -> None:
-    """Leave the token in the run folder (0600) so a later connect can reuse the server."""
-    write = conn.write_file
-    write(f"{server.run_dir}/token", token + "\n")
+def keep_token(conn: Connection, server: RemoteServer, token: str, job_id: str) -> None:
+    """Leave the token in the run folder (0600) so a later connect can reuse the server,
+    and a guard on the node that ends the server when the job ends."""
+    conn.write_file(f"{server.run_dir}/token", token + "\n")
+    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", job_id, str(server.pgid), server.run_dir]
+    conn.run(["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null &', "sh", *guard], timeout=30)
 
 
 def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, str] | None:

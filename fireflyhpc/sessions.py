@@ -88,8 +88,15 @@ def check_id(session_id: str) -> str:
 
 
 def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
-    """Is the record's connect process alive? Judged by pid + create time + host."""
-    if record.detached or record.hostname != (hostname or socket.gethostname()):
+    """Is the record's connect process alive? Judged by pid + create time + host.
+
+    A detached session has no process here: it is DEAD once its job's time limit
+    has passed, UNKNOWN before (only the cluster knows).
+    """
+    if record.detached:
+        ended = record.time_limit_end is not None and record.time_limit_end < time.time()
+        return Liveness.DEAD if ended else Liveness.UNKNOWN
+    if record.hostname != (hostname or socket.gethostname()):
         return Liveness.UNKNOWN
     try:
         started = psutil.Process(record.pid).create_time()

@@ -132,6 +132,17 @@ def test_connect_detach_reuse_and_stop(bench, cleanup_jobs) -> None:  # type: ig
     assert out.returncode == 0, out.stderr
     assert_nothing_left(bench, job_id, None, job_gone=False)
     assert bench.squeue().get(job_id) == "RUNNING"
+    # A detached server whose job ends (here: cancelled from outside) is ended on the node.
+    done = bench.run("connect", "--cluster", "mini", "--no-browser", "--job", job_id,
+                     "--detach", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert len(bench.payloads(job_id)) == 1
+    bench.scancel(job_id)
+    assert wait_for(lambda: not bench.payloads(job_id), 45)
+    run_dir = bench.cluster.home() / ".fireflyhpc" / "run"
+    assert wait_for(lambda: not list(run_dir.glob(f"{job_id}-*")), 10)
+    assert bench.run("stop", "--all").returncode == 0
+    assert bench.sessions() == []
 
 
 def test_connect_ends_when_the_job_is_cancelled_outside(bench) -> None:  # type: ignore[no-untyped-def]

@@ -169,3 +169,17 @@ def test_setup_lines_run_before_the_server_and_may_change_directory(tmp_path: Pa
     finally:
         launch.stop_payload(runner, server)
     assert not (tmp_path / server.run_dir).exists()
+
+
+def test_a_detached_session_is_dead_once_its_time_limit_passed() -> None:
+    import time
+
+    from fireflyhpc.sessions import Liveness, SessionRecord, liveness
+
+    record = SessionRecord.for_this_process(
+        cluster="c", job_id="5", node="n1", local_port=None, remote_port=8000, url=None,
+        submitted_by_us=True, detached=True, time_limit_end=time.time() + 600)
+    assert liveness(record) is Liveness.UNKNOWN
+    from dataclasses import replace
+    assert liveness(replace(record, time_limit_end=time.time() - 1)) is Liveness.DEAD
+    assert liveness(replace(record, time_limit_end=None)) is Liveness.UNKNOWN
