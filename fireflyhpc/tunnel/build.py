@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.tunnel import openssh
@@ -66,7 +67,7 @@ def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) ->
     Setting ``cancel`` makes a connect in progress give up (OpenSSH backend).
     """
     backend = choose_backend(req.backend)
-    state = {"hop": req.hop}
+    state: dict[str, Any] = {"hop": req.hop}
 
     def build(hop: str) -> Path:
         if backend == "openssh":
@@ -75,7 +76,10 @@ def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) ->
             return openssh.open_path(options, req.login, req.node, req.remote_port, hop,
                                      cancel)
         from fireflyhpc.tunnel import paramiko_backend
-        return paramiko_backend.open_path(req, hop)
+        if "auth" not in state:
+            from fireflyhpc.ssh import Authenticator
+            state["auth"] = Authenticator()  # one per tunnel: keys unlocked once
+        return paramiko_backend.open_path(req, hop, state["auth"])
 
     def connect() -> Path:
         if state["hop"] != "auto":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from fireflyhpc.errors import SSHError
-from fireflyhpc.ssh import SSHConnection
+from fireflyhpc.ssh import Authenticator, SSHConnection
 from fireflyhpc.tunnel.paramiko_path import (
     OpenFailureLog,
     ParamikoPath,
@@ -29,14 +29,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def open_path(req: TunnelRequest, hop: str) -> ParamikoPath:
+def open_path(req: TunnelRequest, hop: str,
+              authenticator: Authenticator | None = None) -> ParamikoPath:
     """Connect to the login node (and for ``ssh`` hop the node); return the path.
 
     Raises SSHError/ConfigError from the SSH layer; NodeSSHError if only the
-    node refused.
+    node refused. Pass the same ``authenticator`` to every reconnect, so an
+    unlocked key or a password is not asked for again.
     """
     login = SSHConnection.open(req.login, ssh_config=req.ssh_config,
-                               accept_new_host_key=req.accept_new_host_key)
+                               accept_new_host_key=req.accept_new_host_key,
+                               authenticator=authenticator)
     try:
         _tune_live(login.transports)
         if hop == "direct":
