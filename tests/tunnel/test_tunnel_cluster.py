@@ -11,7 +11,7 @@ import threading
 
 import psutil
 import pytest
-from tunnel_helpers import http_get, listening
+from tunnel_helpers import http_get, listening, stop_process
 from tunnel_node_server import blob_pieces
 
 pytestmark = pytest.mark.cluster
@@ -157,3 +157,38 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+COUNT_UNTIL_EOF = """
+import socket, sys
+srv = socket.create_server(("127.0.0.1", 0))
+print("ready", srv.getsockname()[1], flush=True)
+for _ in range(4):
+    conn, _ = srv.accept()
+    total = 0
+    while data := conn.recv(65536):
+        total += len(data)
+    conn.sendall(b"got %d" % total)
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_half_close_passes_through(cluster, start_tunnel, backend) -> None:
+    """The client shuts its sending side; the server sees EOF and can still answer."""
+    server = subprocess.Popen(["ip", "netns", "exec", cluster.netns("node1"), "runuser", "-u",
+                               cluster.user, "--", "/usr/bin/python3", "-c", COUNT_UNTIL_EOF],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[1])
+        tunnel = start_tunnel("node1", str(port), "--login", cluster.login_host,
+                              "--hop", "ssh", "--backend", backend)
+        with socket.create_connection(("127.0.0.1", tunnel.port), timeout=30) as sock:
+            sock.sendall(b"x" * 300_000)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := sock.recv(100):
+                answer += data
+        assert answer == b"got 300000"
+    finally:
+        stop_process(server)
