@@ -10,18 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tunnel_helpers import http_get, listening, run_tunnel
+from tunnel_helpers import http_get, listening, marked_processes, run_tunnel
 
 ERROR_LINE = re.compile(r"^fireflyhpc: error: \S.*$")
-
-
-def ssh_processes() -> set[int]:
-    """Pids of ssh clients started by a tunnel (their control sockets say ffhpc-ssh-)."""
-    pids = set()
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("ffhpc-ssh-" in arg for arg in proc.info["cmdline"] or ()):
-            pids.add(proc.pid)
-    return pids
 
 
 def free_port() -> int:
@@ -94,10 +85,10 @@ def config_copy(cluster, tmp_path):
     return make
 
 
-def check_failed_cleanly(done, port: int, before: set[int], *needles: str) -> None:
+def check_failed_cleanly(done, port: int, *needles: str) -> None:
     assert_one_line_error(done, *needles)
     assert not listening(port), "nothing may stay listening"
-    assert not (ssh_processes() - before), "no ssh process may be left running"
+    assert not marked_processes(done.mark), "nothing the command started may be left running"
 
 
 BACKENDS = ["openssh", "paramiko"]
@@ -106,30 +97,30 @@ BACKENDS = ["openssh", "paramiko"]
 @pytest.mark.cluster
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unknown_node_host(cluster, backend) -> None:
-    before, port = ssh_processes(), free_port()
+    port = free_port()
     done = run_tunnel(cluster, "nosuchnode", "8080", "--login", cluster.login_host,
                       "--port", str(port), "--backend", backend)
-    check_failed_cleanly(done, port, before, "nosuchnode")
+    check_failed_cleanly(done, port, "nosuchnode")
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("hop", ["ssh", "direct"])
 def test_refused_remote_port(cluster, backend, hop) -> None:
-    before, port = ssh_processes(), free_port()
+    port = free_port()
     done = run_tunnel(cluster, "node1", "9", "--login", cluster.login_host, "--hop", hop,
                       "--port", str(port), "--backend", backend)
-    check_failed_cleanly(done, port, before, "nothing answers", "node1:9")
+    check_failed_cleanly(done, port, "nothing answers", "node1:9")
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wrong_key(cluster, config_copy, backend) -> None:
     config = config_copy(**{str(cluster.key()): str(cluster.key(cluster.other_user))})
-    before, port = ssh_processes(), free_port()
+    port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
                       "--port", str(port), "--backend", backend, ssh_config=config)
-    check_failed_cleanly(done, port, before, "auth")
+    check_failed_cleanly(done, port, "auth")
 
 
 @pytest.mark.cluster
@@ -139,10 +130,10 @@ def test_unknown_host_key_refused_then_accepted(cluster, config_copy, tmp_path, 
     empty = tmp_path / "known_hosts_empty"
     empty.write_text("")
     config = config_copy(**{str(cluster.known_hosts): str(empty)})
-    before, port = ssh_processes(), free_port()
+    port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
                       "--port", str(port), "--backend", backend, ssh_config=config)
-    check_failed_cleanly(done, port, before, "host key", "not known", "--accept-new-host-key",
+    check_failed_cleanly(done, port, "host key", "not known", "--accept-new-host-key",
                          "SHA256:")
     assert empty.read_text() == "", "a refused key must not be recorded"
     # With the flag, the keys (login1's and node1's) are recorded and the tunnel works.
@@ -162,8 +153,8 @@ def test_changed_host_key_refused(cluster, config_copy, tmp_path, backend) -> No
     changed.write_text("".join(f"{line.split()[0]} {impostor}\n"
                                for line in cluster.known_hosts.read_text().splitlines() if line))
     config = config_copy(**{str(cluster.known_hosts): str(changed)})
-    before, port = ssh_processes(), free_port()
+    port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
                       "--port", str(port), "--backend", backend, "--accept-new-host-key",
                       ssh_config=config)
-    check_failed_cleanly(done, port, before, "changed")
+    check_failed_cleanly(done, port, "changed")

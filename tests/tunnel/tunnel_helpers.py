@@ -7,6 +7,7 @@ in the whole tree; conftest.py re-exports the fixtures."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import secrets
 import select
@@ -141,11 +142,34 @@ def tunnel_argv(cluster, *args: str, ssh_config: str | None = None) -> list[str]
             ssh_config or str(cluster.ssh_config), "tunnel", *args]
 
 
+MARK = "FIREFLYHPC_TUNNEL_TEST_MARK"
+
+
 def run_tunnel(cluster, *args: str, ssh_config: str | None = None,
                timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run the command to completion (for commands expected to fail)."""
-    return subprocess.run(tunnel_argv(cluster, *args, ssh_config=ssh_config), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """Run the command to completion (for commands expected to fail).
+
+    The result's ``mark`` is in the environment of the command and everything it
+    started, so :func:`marked_processes` finds whatever of it is left.
+    """
+    mark = secrets.token_hex(8)
+    done = subprocess.run(tunnel_argv(cluster, *args, ssh_config=ssh_config), text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, MARK: mark})
+    done.mark = mark  # type: ignore[attr-defined]
+    return done
+
+
+def marked_processes(mark: str) -> list[psutil.Process]:
+    """Live processes started (directly or not) by the run that carries ``mark``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
 
 
 @pytest.fixture
