@@ -65,6 +65,11 @@ def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | No
 
 
 def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
+    if not _is_connect_command(record.pid):
+        # Opened with fireflyhpc.connect() in a Python or Jupyter process: SIGTERM
+        # would end that whole process, so leave it to its owner.
+        raise FireflyHPCError(f"session opened from Python (pid {record.pid}); call "
+                              ".close() on it there, or end that process")
     try:
         os.kill(record.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -77,6 +82,17 @@ def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
         time.sleep(0.1)
     store.remove(record.id)  # normally gone already: connect removes it itself
     return f"{record.id}: stopped (job {record.job_id} on {record.node})"
+
+
+def _is_connect_command(pid: int) -> bool:
+    """True if ``pid`` is a `fireflyhpc ... connect` command (not a Python API user)."""
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True  # gone already: nothing to fear from signalling
+    except psutil.AccessDenied:
+        return False
+    return "connect" in argv and any("fireflyhpc" in part for part in argv)
 
 
 def _still_running(record: SessionRecord) -> bool:

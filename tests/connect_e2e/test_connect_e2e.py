@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from connect_e2e_helpers import (assert_nothing_left, http_get, port_free, ssh_lines,
-                      url_parts, wait_for)
+from connect_e2e_helpers import (assert_nothing_left, http_get, one_error_line, port_free,
+                                 ssh_lines, url_parts, wait_for)
 
 pytestmark = pytest.mark.cluster
 
@@ -271,4 +271,21 @@ def test_connect_with_a_custom_payload_command(bench, cleanup_jobs) -> None:  # 
                              for pid in servers())
     assert run.stop(signal.SIGINT) == 0, run.stderr_text
     assert wait_for(lambda: not servers(), 15)
+    assert_nothing_left(bench, job_id, port, job_gone=False)
+
+
+def test_stop_leaves_a_python_api_session_to_its_owner(bench, cleanup_jobs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`stop` must not SIGTERM a Python (Jupyter) process that opened a session."""
+    import fireflyhpc
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(bench.state_home))
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    bench.wait_running(job_id)
+    with fireflyhpc.connect(cluster="mini", job=job_id, config=str(bench.config),
+                            ssh_config=str(bench.cluster.ssh_config)) as session:
+        out = bench.run("stop", session.id)
+        assert out.returncode != 0 and "call .close() on it there" in one_error_line(out.stderr)
+        port, token = url_parts(session.url)
+        assert http_get(port, "/", token)[0] == 200  # still serving: we are alive
     assert_nothing_left(bench, job_id, port, job_gone=False)
