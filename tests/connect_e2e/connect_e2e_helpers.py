@@ -84,8 +84,9 @@ class Bench:
         raise AssertionError(f"job {job_id} did not start within {timeout} s")
 
     def scancel(self, *job_ids: str) -> None:
-        if job_ids:
-            self.cluster.ssh("login1", ["scancel", *job_ids])
+        """Cancel the jobs as the user (over ssh); as root inside login1 if that failed."""
+        if job_ids and self.cluster.ssh("login1", ["scancel", *job_ids]).returncode != 0:
+            self.cluster.run_in("login1", ["scancel", *job_ids])
 
     def payloads(self, job_id: str) -> list[psutil.Process]:
         """Payload processes of ``job_id`` (from its run folder name) in any node's netns."""
