@@ -73,8 +73,10 @@ def start_daemon(argv: Sequence[str], pidfile: Path, log: Path) -> int:
     """Start a foreground daemon detached from us; record its pid in ``pidfile``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        # cwd "/": jobs inherit slurmd's working directory, which must outlive whatever
+        # directory `up` was run from.
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid

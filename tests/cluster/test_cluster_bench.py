@@ -249,3 +249,12 @@ def test_each_host_has_its_own_loopback(cluster) -> None:
     assert results["node1"] == "0"
     assert results["login1"] == results["node2"] == str(errno.ECONNREFUSED)
     assert local == str(errno.ECONNREFUSED)
+
+
+def test_daemons_do_not_hold_the_directory_up_ran_from(cluster) -> None:
+    """Jobs start in slurmd's cwd first: it must be "/", not a test's temporary dir."""
+    pidfiles = sorted((cluster.dir / "state" / "run").glob("bench-*.pid"))
+    assert len(pidfiles) >= 6
+    for pidfile in pidfiles:
+        pid = pidfile.read_text().strip()
+        assert os.readlink(f"/proc/{pid}/cwd") == "/", pidfile.name
