@@ -326,20 +326,21 @@ class Lifeline:
 
     def __init__(self, conn: Connection, server: RemoteServer,
                  cancel_job: str | None = None) -> None:
-        from fireflyhpc.ssh.remote import build_command
+        from fireflyhpc.ssh.remote import build_command, open_session_channel
 
-        transport = conn.transport
-        self._channel = transport.open_session(timeout=30)
+        self._channel = open_session_channel(conn.transport, server.node)
         self._channel.exec_command(build_command(
             ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir,
              cancel_job or ""]))
 
     def release(self, *, detach: bool) -> None:
         """Close the channel; with ``detach`` the server is left running. Never raises."""
+        from fireflyhpc.ssh.wire import send_eof
+
         try:
             if detach:
                 self._channel.sendall(b"detach\n")
-            self._channel.shutdown_write()
+            send_eof(self._channel)
             if detach:  # wait for the script to read the word before the channel closes
                 self._channel.recv_exit_status()
         except Exception as exc:  # the connection may be gone already

@@ -77,7 +77,7 @@ class SrunPayload:
                  token: str, timeout: float = 60.0) -> None:
         if spec.kind == "command":
             raise ConfigError("launch = \"srun\" runs the builtin or firefly payload only")
-        from fireflyhpc.ssh.remote import build_command
+        from fireflyhpc.ssh.remote import build_command, open_session_channel
 
         self.login = login
         run_dir = f"{RUN_ROOT}/{name}"
@@ -87,7 +87,7 @@ class SrunPayload:
         task = ["sh", "-c", TASK_SCRIPT.replace("{setup}", "\n".join(spec.setup) or ":"), "sh",
                 *payload_argv(spec, f"{run_dir}/ready.json"),
                 "--token-file", f"{run_dir}/token"]
-        self._channel = login.transport.open_session(timeout=30)
+        self._channel = open_session_channel(login.transport, "the login node")
         self._channel.exec_command(build_command(["sh", "-c", HOLD_SCRIPT, "sh", run_dir, job_id,
                                                   node, *task]))
         try:
@@ -127,8 +127,10 @@ class SrunPayload:
 
     def stop(self, timeout: float = 30.0) -> None:
         """End srun and so the step (all its processes on the node). Never raises."""
+        from fireflyhpc.ssh.wire import send_eof
+
         try:
-            self._channel.shutdown_write()
+            send_eof(self._channel)
             deadline = time.monotonic() + timeout
             while not self._channel.exit_status_ready() and time.monotonic() < deadline:
                 time.sleep(0.1)

@@ -11,6 +11,7 @@ visible in ``ps``: never put secrets there, send them on stdin or in a 0600 file
 from __future__ import annotations
 
 import logging
+import random
 import re
 import select
 import shlex
@@ -22,6 +23,7 @@ from typing import Mapping, Sequence
 import paramiko
 
 from fireflyhpc.errors import RemoteCommandError, SSHError
+from fireflyhpc.ssh.wire import send_eof
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,7 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
     """
     command = build_command(argv, env)
     log.debug("%s$ %s", host, command)
-    try:
-        channel = transport.open_session(timeout=30)
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise SSHError(f"cannot start a command on {host}: {exc or type(exc).__name__}") from exc
+    channel = open_session_channel(transport, host)
     writer: threading.Thread | None = None
     code: int | None = None
     try:
@@ -112,17 +111,46 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
     return result
 
 
+def open_session_channel(transport: paramiko.Transport, host: str = "",
+                         patience: float = 10.0) -> paramiko.Channel:
+    """Open a session channel, waiting out a temporary refusal.
+
+    sshd refuses a session beyond ``MaxSessions`` (10 by default) per connection, and
+    it frees a slot only once the previous command's process has been reaped, so
+    many concurrent commands on one connection can be refused for a moment. Retry
+    with backoff for up to ``patience`` seconds; raise SSHError if still refused or
+    if the connection is down.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            return transport.open_session(timeout=30)
+        except (paramiko.ChannelException, paramiko.SSHException) as exc:
+            refused = isinstance(exc, paramiko.ChannelException) or \
+                str(exc) == "Unable to open channel."
+            if not (refused and transport.is_active() and time.monotonic() < deadline):
+                raise SSHError(f"cannot start a command on {host}: "
+                               f"{exc or type(exc).__name__}") from exc
+            log.debug("%s refused a session (%s); retrying in %.2f s", host, exc, delay)
+        except (OSError, EOFError) as exc:
+            raise SSHError(f"cannot start a command on {host}: "
+                           f"{exc or type(exc).__name__}") from exc
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+
+
 def _start_writer(channel: paramiko.Channel, data: bytes | str | None) -> threading.Thread | None:
     """Send ``data`` then EOF on stdin, from a thread so a chatty command cannot deadlock us."""
     if data is None:
-        channel.shutdown_write()
+        send_eof(channel)
         return None
     payload = data.encode() if isinstance(data, str) else bytes(data)
 
     def feed() -> None:
         try:
             channel.sendall(payload)
-            channel.shutdown_write()
+            send_eof(channel)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             log.debug("stdin of remote command not fully sent: %s", exc)
 

@@ -120,15 +120,15 @@ def dial(spec: HostSpec) -> object:
         except (paramiko.SSHException, OSError) as exc:
             raise SSHError(f"ProxyCommand for {spec.label} failed: {exc}") from exc
     where = f"{spec.alias} ({spec.hostname} port {spec.port})"
+    unknown = f"unknown host {spec.hostname!r}" + \
+        ("" if spec.hostname == spec.alias else f" (for {spec.alias})")
     timeout = connect_timeout(spec)
     try:
         sock = socket.create_connection((spec.hostname, spec.port), timeout=timeout)
     except socket.gaierror as exc:
-        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): "
-                       f"{exc.strerror}") from exc
+        raise SSHError(f"{unknown}: {exc.strerror}") from exc
     except UnicodeError as exc:  # Python's IDNA encoding refuses the name before any lookup
-        raise SSHError(f"unknown host {spec.hostname!r} (for {spec.alias}): not a valid host "
-                       "name") from exc
+        raise SSHError(f"{unknown}: not a valid host name") from exc
     except ConnectionRefusedError as exc:
         raise SSHError(f"connection to {where} refused (is sshd running there?)") from exc
     except (socket.timeout, TimeoutError) as exc:
@@ -154,3 +154,20 @@ def open_direct(transport: paramiko.Transport, via: str, host: str, port: int,
         why = f"no answer within {timeout:g} s" if "Timeout" in str(exc) else \
             (str(exc) or "connection lost")
         raise SSHError(f"cannot open a channel to {host} port {port} through {via}: {why}") from exc
+
+
+def send_eof(channel: paramiko.Channel) -> None:
+    """Half-close ``channel`` (no more data from us), safely next to a server CLOSE.
+
+    paramiko's ``shutdown_write`` builds the EOF message under the channel's lock but
+    sends it after releasing it, so when the server closes the channel at that moment
+    (a short command that already exited), the transport thread's CLOSE can go out
+    first, and OpenSSH then drops the WHOLE connection ("ieof packet referred to
+    nonexistent channel"). Build and send under the lock, and not at all once closed.
+    """
+    with channel.lock:
+        if channel.closed or not channel.active or channel.transport is None:
+            return
+        message = channel._send_eof()  # noqa: SLF001 (paramiko has no public way)
+        if message is not None:
+            channel.transport._send_user_message(message)  # noqa: SLF001

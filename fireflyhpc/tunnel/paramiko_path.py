@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import paramiko
 
+from fireflyhpc.ssh.wire import send_eof
 from fireflyhpc.tunnel.engine import PathBroken, TargetRefused
 from fireflyhpc.tunnel.forward import pump
 
@@ -158,7 +159,7 @@ class _ChannelAdapter:
         self.sendall = chan.sendall
 
     def shutdown_write(self) -> None:
-        self._chan.shutdown_write()
+        send_eof(self._chan)
 
     def close(self) -> None:
         self._chan.close()

@@ -48,7 +48,9 @@ def ssh_error_from_stderr(label: str, lines: Sequence[str]) -> SSHError:
         for line in plain:
             match = re.search(pattern, line)
             if match:
-                return SSHError(message.format(*match.groups(), label=label))
+                text = message.format(*match.groups(), label=label)
+                return SSHError(text.replace(f" (for {label})", "")
+                                if match.group(1) == label else text)
     last = plain[-1] if plain else "ssh exited without saying why"
     return SSHError(f"ssh to {label} failed: {last}")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +59,23 @@ def test_invalid_input_is_one_line(args, needle, tmp_path) -> None:
     assert_one_line_error(done, needle)
 
 
+@pytest.mark.parametrize("options,needle", [
+    ([], "no cluster chosen and no login host given"),
+    (["--cluster", "nosuch"], "unknown cluster 'nosuch'"),
+])
+def test_no_login_host(options, needle, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("FIREFLYHPC_LOGIN", raising=False)
+    monkeypatch.delenv("FIREFLYHPC_CLUSTER", raising=False)
+    config = tmp_path / "ssh_config"
+    config.write_text("")
+    (tmp_path / "empty.toml").write_text("# no clusters\n")
+    done = subprocess.run([sys.executable, "-m", "fireflyhpc", "--ssh-config", str(config),
+                           "--config", str(tmp_path / "empty.toml"), "tunnel", *options,
+                           "node1", "8080"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3  # ConfigError
+    assert_one_line_error(done, needle)
+
+
 def test_local_port_in_use_names_the_holder(tmp_path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("")
@@ -68,6 +88,26 @@ def test_local_port_in_use_names_the_holder(tmp_path) -> None:
                                str(port)], capture_output=True, text=True, timeout=60)
     line = assert_one_line_error(done, "in use", f"pid {psutil.Process().pid}")
     assert "python" in line
+
+
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_unknown_login_host(backend, tmp_path) -> None:
+    """A login host no one can resolve. The command runs in a network namespace of its
+    own with only loopback, so the name lookup cannot send anything off this machine."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        reason = "a private network namespace needs root and unshare(1)"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+    config = tmp_path / "ssh_config"
+    config.write_text("")
+    command = shlex.join([sys.executable, "-m", "fireflyhpc", "--ssh-config", str(config),
+                          "tunnel", "node1", "8080", "--login", "nosuchlogin.invalid",
+                          "--port", "0", "--backend", backend])
+    done = subprocess.run(["unshare", "--net", "sh", "-c", f"ip link set lo up && {command}"],
+                          capture_output=True, text=True, timeout=60)
+    line = assert_one_line_error(done, "unknown host", "nosuchlogin.invalid")
+    assert done.returncode == 4, line  # SSHError
 
 
 # -- failures that need the cluster -----------------------------------------------------

@@ -45,6 +45,14 @@ def test_auto_hop_uses_ssh_when_the_node_accepts_it(cluster, start_tunnel, loop_
     assert http_get(tunnel.url, "/hello", loop_server.token)[0] == 200
 
 
+def test_login_and_hop_from_the_cluster_profile(cluster, start_tunnel, addr_server) -> None:
+    # No --login: the bench's profile `mini` names login1. Its hop (auto) is overridden
+    # by the flag, and the direct hop reaches a server that only listens on node1's address.
+    tunnel = start_tunnel("--cluster", "mini", "--hop", "direct", "node1",
+                          str(addr_server.port))
+    assert http_get(tunnel.url, "/hello", addr_server.token)[0] == 200
+
+
 def test_laptop_cannot_reach_node1_but_the_tunnel_can(cluster, start_tunnel, addr_server) -> None:
     with pytest.raises(OSError):
         socket.create_connection((cluster.addr("node1"), addr_server.port), timeout=5).close()

@@ -138,8 +138,11 @@ class TunnelProc:
 
 
 def tunnel_argv(cluster, *args: str, ssh_config: str | None = None) -> list[str]:
+    """The command line of `fireflyhpc tunnel ARGS` with the bench's ssh_config and its
+    fireflyhpc config (profile ``mini``, the default), never the user's own files."""
     return [sys.executable, "-m", "fireflyhpc", "-v", "--ssh-config",
-            ssh_config or str(cluster.ssh_config), "tunnel", *args]
+            ssh_config or str(cluster.ssh_config), "--config",
+            str(cluster.dir / "fireflyhpc.toml"), "tunnel", *args]
 
 
 MARK = "FIREFLYHPC_TUNNEL_TEST_MARK"
