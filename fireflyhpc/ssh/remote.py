@@ -130,8 +130,10 @@ def open_session_channel(transport: paramiko.Transport, host: str = "",
             refused = isinstance(exc, paramiko.ChannelException) or \
                 str(exc) == "Unable to open channel."
             if not (refused and transport.is_active() and time.monotonic() < deadline):
-                raise SSHError(f"cannot start a command on {host}: "
-                               f"{exc or type(exc).__name__}") from exc
+                why = (f"the server refused a new session for {patience:g} s (too many "
+                       "at once on one connection? see sshd's MaxSessions)") if refused \
+                    else str(exc) or type(exc).__name__
+                raise SSHError(f"cannot start a command on {host}: {why}") from exc
             log.debug("%s refused a session (%s); retrying in %.2f s", host, exc, delay)
         except (OSError, EOFError) as exc:
             raise SSHError(f"cannot start a command on {host}: "

@@ -56,9 +56,10 @@ class LoopbackSSHD:
     passwords: dict[str, str]
     keys: dict[str, Path]
     process: subprocess.Popen
+    limited_port: int = 0  # the same sshd, with MaxSessions 1
 
-    def known_hosts_line(self, name: str = "127.0.0.1") -> str:
-        return f"[{name}]:{self.port} {self.host_key_line}\n"
+    def known_hosts_line(self, name: str = "127.0.0.1", port: int | None = None) -> str:
+        return f"[{name}]:{port or self.port} {self.host_key_line}\n"
 
     def authorize(self, user: str, public_key: Path) -> None:
         path = self.dir / "authorized_keys" / user
@@ -89,6 +90,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
         _make_user(user, passwords[user])
         keys[user] = keygen(base / f"id_{user}")
         (base / "authorized_keys" / user).write_text((base / f"id_{user}.pub").read_text())
+    port, limited_port = free_port(), free_port()
     (base / "sshd_config").write_text(
         f"HostKey {base}/host_ed25519\n"
         f"AuthorizedKeysFile {base}/authorized_keys/%u\n"
@@ -96,17 +98,20 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
         "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication yes\n"
         "StrictModes no\nPrintMotd no\nAllowUsers ffssh-key ffssh-2fa\n"
         "AllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
-        "Match User ffssh-2fa\n  AuthenticationMethods publickey,keyboard-interactive\n")
+        "Match User ffssh-2fa\n  AuthenticationMethods publickey,keyboard-interactive\n"
+        # A second port where only one session per connection is allowed.
+        f"Match LocalPort {limited_port}\n  MaxSessions 1\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    port = free_port()
     log = (base / "sshd.log").open("w")
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(base / "sshd_config"),
-                                "-o", f"Port={port}", "-o", "ListenAddress=127.0.0.1"],
+                                "-o", f"Port={port}", "-o", f"Port={limited_port}",
+                                "-o", "ListenAddress=127.0.0.1"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         _wait_listening(port, process, base / "sshd.log")
+        _wait_listening(limited_port, process, base / "sshd.log")
         key_line = " ".join((base / "host_ed25519.pub").read_text().split()[:2])
-        yield LoopbackSSHD(base, port, key_line, passwords, keys, process)
+        yield LoopbackSSHD(base, port, key_line, passwords, keys, process, limited_port)
     finally:
         process.terminate()
         try:

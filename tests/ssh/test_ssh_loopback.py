@@ -566,3 +566,27 @@ def test_connection_lost_during_a_command(make_config) -> None:
         finally:
             timer.cancel()
         assert not conn.is_active()
+
+
+def test_concurrent_commands_wait_for_a_session_slot(sshd, make_config) -> None:
+    """sshd refuses a session beyond MaxSessions (1 on this port): the commands take
+    turns instead of failing."""
+    config = make_config(known_hosts=sshd.known_hosts_line(port=sshd.limited_port))
+    config.write_text(config.read_text().replace(f"Port {sshd.port}\n",
+                                                 f"Port {sshd.limited_port}\n"))
+    results: list[str] = []
+    errors: list[BaseException] = []
+    with SSHConnection.open("target", ssh_config=str(config)) as conn:
+        def work(index: int) -> None:
+            try:
+                results.append(conn.run(["sh", "-c", f"sleep 0.2; echo {index}"]).stdout)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert not errors, errors
+    assert sorted(results) == [f"{i}\n" for i in range(4)]
