@@ -14,6 +14,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_concurrently(conn, jobs: list[list[list[str]]]) -> tuple[list[str], list[BaseException]]:
+    """Run each job (commands run one after the other) on ``conn`` in a thread of its
+    own, all jobs at once; return the stdouts (in completion order) and the errors."""
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(commands: list[list[str]]) -> None:
+        try:
+            for argv in commands:
+                results.append(conn.run(argv).stdout)
+        except BaseException as exc:  # the caller asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results, errors
+
+
 def keygen(path: Path, *, kind: str = "ed25519", passphrase: str = "") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", path.name,
                     "-f", str(path)], check=True, stdin=subprocess.DEVNULL)

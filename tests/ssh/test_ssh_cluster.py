@@ -4,13 +4,13 @@ host key policy with the cluster's real sshd keys."""
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from fireflyhpc.errors import RemoteCommandError, SSHError
 from fireflyhpc.ssh import CallbackPrompter, ChannelOpenError, SSHConnection
+from ssh_testutil import run_concurrently
 
 pytestmark = pytest.mark.cluster
 
@@ -79,23 +79,13 @@ def test_chained_connections_share_the_login_transport(cluster) -> None:
 
 
 def test_concurrent_commands_on_one_connection(cluster) -> None:
-    results: list[str] = []
-    errors: list[BaseException] = []
+    # 8 threads each running 10 short commands: their quick exits race our EOF against
+    # sshd's CLOSE, which once made sshd drop the whole connection.
     with connect(cluster, "node1") as node:
-        def work(index: int) -> None:
-            try:
-                for round_ in range(3):
-                    results.append(node.run(["echo", f"{index}-{round_}"]).stdout.strip())
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    assert not errors
-    assert sorted(results) == sorted(f"{i}-{r}" for i in range(8) for r in range(3))
+        results, errors = run_concurrently(
+            node, [[["echo", f"{i}-{r}"] for r in range(10)] for i in range(8)])
+    assert not errors, errors
+    assert sorted(results) == sorted(f"{i}-{r}\n" for i in range(8) for r in range(10))
 
 
 def test_channel_to_closed_port_on_node(cluster) -> None:

@@ -18,7 +18,7 @@ from fireflyhpc.ssh import (Authenticator, CallbackPrompter, ChannelOpenError, R
                             SSHConnection)
 
 from ssh_testutil import (DUO_INSTRUCTIONS, DUO_PROMPT, DUO_TITLE, free_port, keygen,
-                          start_duo_server)
+                          run_concurrently, start_duo_server)
 
 HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "back\\slash", "*", "-n", "", "tab\there",
            '"dq"', "!bang", "~", "é ü"]
@@ -574,19 +574,8 @@ def test_concurrent_commands_wait_for_a_session_slot(sshd, make_config) -> None:
     config = make_config(known_hosts=sshd.known_hosts_line(port=sshd.limited_port))
     config.write_text(config.read_text().replace(f"Port {sshd.port}\n",
                                                  f"Port {sshd.limited_port}\n"))
-    results: list[str] = []
-    errors: list[BaseException] = []
     with SSHConnection.open("target", ssh_config=str(config)) as conn:
-        def work(index: int) -> None:
-            try:
-                results.append(conn.run(["sh", "-c", f"sleep 0.2; echo {index}"]).stdout)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        results, errors = run_concurrently(
+            conn, [[["sh", "-c", f"sleep 0.2; echo {i}"]] for i in range(4)])
     assert not errors, errors
     assert sorted(results) == [f"{i}\n" for i in range(4)]
