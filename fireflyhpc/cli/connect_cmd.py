@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
-import webbrowser
 from contextlib import contextmanager
 from typing import Iterator
 
 import click
 
+from fireflyhpc import browser
 from fireflyhpc.errors import ExitStatus
 from fireflyhpc.tunnel.ports import parse_port
 
@@ -67,16 +66,10 @@ def stop_on_signals(stop: threading.Event, line: StatusLine) -> Iterator[None]:
 
 
 def open_browser(url: str, line: StatusLine) -> None:
-    """Open ``url`` in the user's graphical browser, without blocking.
-
-    Without a display on Linux (an SSH session, a container) nothing is opened: a
-    text-mode browser would take over the terminal.
-    """
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
+    """Open ``url`` in the user's graphical browser, without blocking; without a
+    display (Linux over SSH, a container) say so instead."""
+    if not browser.open_browser(url):
         line.say("no display here: open the URL above in your browser")
-        return
-    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
 
 @click.command("connect")

@@ -15,14 +15,13 @@ import os
 import signal
 import socket
 import sys
-import threading
-import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, TextIO
 from urllib.parse import quote
 
+from fireflyhpc.browser import open_browser
 from fireflyhpc.errors import ConfigError, ServerError
 
 log = logging.getLogger(__name__)
@@ -126,11 +125,8 @@ def token_url(base_url: str, token: str | None) -> str:
 
 def _open_browser(url: str) -> None:
     """Open ``url`` in a graphical browser if there is one, without blocking."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
+    if not open_browser(url):
         log.info("no display: not opening a browser")
-        return
-    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
 
 @dataclass

@@ -79,8 +79,31 @@ class OpenSSHOptions:
                 "-o", "ProxyCommand=false", "-o", "BatchMode=yes"]
 
 
+# Runs ssh ("$@") under a guard that reads our end of a pipe: if this process dies,
+# even by SIGKILL, the pipe reads EOF and the guard ends ssh, then removes the control
+# directory once it is empty. Exits with ssh's status when ssh exits by itself.
+# (A background list's stdin is /dev/null in sh, hence fd 3.)
+_GUARD = r"""
+exec 3<&0
+"$@" </dev/null 3<&- &
+ssh=$!
+{ read -r _ <&3; kill -TERM "$ssh" 2>/dev/null; } &
+guard=$!
+exec 3<&-
+status=0
+wait "$ssh" || status=$?
+kill "$guard" 2>/dev/null
+rmdir "$FIREFLYHPC_CONTROL_DIR" 2>/dev/null
+exit "$status"
+"""
+
+
 class Master:
-    """One ``ssh -M -N`` process with its control socket; stderr goes to the log."""
+    """One ``ssh -M -N`` process with its control socket; stderr goes to the log.
+
+    The process is a small ``sh`` guard around ssh (see ``_GUARD``) whose stdin is a
+    pipe from us: closing it ends ssh, and so does our death, however abrupt.
+    """
 
     def __init__(self, argv: list[str], control: str, label: str) -> None:
         self.control = control
@@ -90,9 +113,11 @@ class Master:
         # With a terminal, ssh must share it to ask for a passphrase or a one-time
         # code (it reads /dev/tty); Ctrl-C then reaches it too, which is harmless.
         # Without one, a session of its own keeps it out of our process group.
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["sh", "-c", _GUARD, "sh", *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=not _has_terminal())
+                                     start_new_session=not _has_terminal(),
+                                     env={**os.environ,
+                                          "FIREFLYHPC_CONTROL_DIR": os.path.dirname(control)})
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -143,13 +168,13 @@ class Master:
 
     def close(self) -> None:
         """Terminate the master (and with it its connection); idempotent."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()  # the guard's cue: SIGTERM to ssh
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self._reader.join(timeout=2)
 
 

@@ -11,7 +11,7 @@ import threading
 
 import psutil
 import pytest
-from tunnel_helpers import http_get, listening, stop_process
+from tunnel_helpers import http_get, listening, stop_process, wait_until
 from tunnel_node_server import blob_pieces
 
 pytestmark = pytest.mark.cluster
@@ -158,6 +158,24 @@ def test_sigterm_closes_everything(cluster, start_tunnel, loop_server) -> None:
     assert controls and not [p for p in controls if os.path.exists(os.path.dirname(p))], \
         "the control socket directory must be removed"
     assert "Traceback" not in tunnel.proc.stderr.read()
+
+
+def test_sigkill_leaves_no_ssh_behind(cluster, start_tunnel, loop_server) -> None:
+    """Killed outright (a Jupyter kernel restart does that), the tunnel cannot clean up
+    itself: its ssh masters notice and end, and their control directory goes."""
+    tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
+                          "--backend", "openssh")
+    children = psutil.Process(tunnel.proc.pid).children(recursive=True)
+    controls = [path for child in children for path in _control_paths(child)]
+    assert controls, "the OpenSSH backend runs ssh masters"
+    assert http_get(tunnel.url, "/hello", loop_server.token)[0] == 200
+    tunnel.proc.kill()
+    tunnel.proc.wait(timeout=30)
+    assert wait_until(lambda: not [c for c in children if _alive(c)], 15), \
+        f"ssh processes left behind: {[c.pid for c in children if _alive(c)]}"
+    assert not [p for p in controls if os.path.exists(os.path.dirname(p))], \
+        "the control socket directory must be removed"
+    assert not listening(tunnel.port)
 
 
 def _alive(proc: psutil.Process) -> bool:

@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -136,11 +137,14 @@ class Chromium:
         self.port = 0
 
     def __enter__(self) -> "Chromium":
+        # Chromium keeps its singleton socket in $TMPDIR: inside the profile, it goes with it.
+        tmp = self.profile / "tmp"
+        tmp.mkdir()
         with open(self.profile / "stderr.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                start_new_session=True)
+                start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)})
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -160,6 +164,11 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.proc is not None:  # its renderer and GPU processes, if any outlived it
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def stderr_text(self) -> str:
