@@ -164,6 +164,13 @@ def send_eof(channel: paramiko.Channel) -> None:
     (a short command that already exited), the transport thread's CLOSE can go out
     first, and OpenSSH then drops the WHOLE connection ("ieof packet referred to
     nonexistent channel"). Build and send under the lock, and not at all once closed.
+    (Cost: should a key re-exchange be under way at that instant while data for this
+    channel arrives, the transport thread waits for the lock until paramiko's 30 s
+    key-exchange wait gives up; a stall instead of a lost connection.)
+
+    paramiko's ``sendall`` has the same window for data after a CLOSE; it is left as
+    is, since holding the lock for every data packet would risk that stall on every
+    re-exchange of a bulk transfer.
     """
     with channel.lock:
         if channel.closed or not channel.active or channel.transport is None:

@@ -191,17 +191,27 @@ def test_connect_killed_hard_leaves_no_payload_nor_job(bench) -> None:  # type: 
     job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
     assert len(bench.payloads(job_id)) == 1
     children = psutil.Process(run.proc.pid).children(recursive=True)
+    assert children, "connect runs the tunnel's ssh processes"
     run.stop(signal.SIGKILL)
     try:
         assert wait_for(lambda: port_free(port), 15)
         assert_nothing_left(bench, job_id, port)  # `status` drops the dead entry too
+        # The tunnel's ssh masters notice their parent is gone (their guard's pipe).
+        assert wait_for(lambda: not [c for c in children if _alive(c)], 15), \
+            [c.pid for c in children if _alive(c)]
     finally:
-        # Known gap (tunnel engine): its OpenSSH masters outlive a SIGKILLed parent.
         for child in children:
             try:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
