@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import Any, Iterable
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any, Callable, Iterable, Iterator
 
-from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
-from werkzeug.utils import send_file
 from werkzeug.wrappers import Response
 
 from fireflyhpc.datasets import Dataset
@@ -85,21 +85,150 @@ def content_type(path: str) -> str:
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
+# Bytes per read when the server has no wsgi.file_wrapper, or for a range.
+BLOCK_SIZE = 256 * 1024
 
-def send(path: str, environ: dict[str, Any]) -> Response:
-    """Send a resolved file with ETag, Last-Modified, 304 and Range (206/416).
 
-    The body goes through the server's ``wsgi.file_wrapper`` (waitress streams
-    it from the open file), so large files are not read into memory. A file
-    that vanished or became unreadable since the lookup is a 404.
+@dataclass(frozen=True)
+class FileAnswer:
+    """What to answer for a file: status line, headers, and which bytes of it to send."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    start: int = 0
+    length: int = 0  # bytes of the file to send from ``start`` (0: no body)
+
+
+def etag_of(st: os.stat_result) -> str:
+    """A strong ETag from modification time (ns) and size."""
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def _etag_listed(header: str, etag: str) -> bool:
+    """True if If-None-Match ``header`` lists ``etag`` or is ``*`` (weak comparison)."""
+    for item in header.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _http_time(text: str) -> float | None:
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """Parse a Range header against a file of ``size`` bytes.
+
+    Returns ``(start, length)`` for one satisfiable byte range, False when the
+    range cannot be satisfied (416), and None when the header is to be ignored
+    (not ``bytes=``, malformed, or several ranges: the whole file is sent, as
+    RFC 9110 allows).
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or (first and not first.isdigit()) or \
+            (last and not last.isdigit()):
+        return None
+    if not first:  # suffix: the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            return False
+        return max(0, size - count), min(count, size)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        return False
+    end = min(end, size - 1)
+    return start, end - start + 1
+
+
+def plan_answer(environ: dict[str, Any], st: os.stat_result, mimetype: str) -> FileAnswer:
+    """Decide the answer to a GET or HEAD of a file with status ``st``: 200, 206,
+    304 or 416, with ETag/Last-Modified, Range and caching headers. Pure."""
+    etag = etag_of(st)
+    modified = formatdate(int(st.st_mtime), usegmt=True)
+    common = [("ETag", etag), ("Last-Modified", modified), ("Cache-Control", CACHE_CONTROL),
+              *SECURITY_HEADERS.items()]
+    none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if none_match is not None:
+        if _etag_listed(none_match, etag):
+            return FileAnswer("304 Not Modified", common)
+    else:
+        since = environ.get("HTTP_IF_MODIFIED_SINCE")
+        since_time = _http_time(since) if since else None
+        if since_time is not None and int(st.st_mtime) <= since_time:
+            return FileAnswer("304 Not Modified", common)
+    size = st.st_size
+    headers = [("Content-Type", mimetype), ("Accept-Ranges", "bytes"), *common]
+    wanted = environ.get("HTTP_RANGE")
+    if_range = environ.get("HTTP_IF_RANGE")
+    if wanted and if_range and if_range.strip() not in (etag, modified):
+        wanted = None  # the client's copy is stale: send it all
+    span = parse_range(wanted, size) if wanted else None
+    if span is False:
+        return FileAnswer("416 Range Not Satisfiable",
+                          [("Content-Range", f"bytes */{size}"), ("Content-Length", "0"),
+                           *common])
+    if span:
+        start, length = span
+        headers += [("Content-Range", f"bytes {start}-{start + length - 1}/{size}"),
+                    ("Content-Length", str(length))]
+        return FileAnswer("206 Partial Content", headers, start, length)
+    return FileAnswer("200 OK", [*headers, ("Content-Length", str(size))], 0, size)
+
+
+def serve_file(path: str, environ: dict[str, Any],
+               start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """A WSGI answer for the resolved file ``path`` (see :func:`plan_answer`).
+
+    A whole file goes through the server's ``wsgi.file_wrapper`` (waitress streams
+    it from the open file), so large files are not read into memory. A file that
+    vanished or became unreadable since the lookup is a 404.
     """
     try:
-        response = send_file(path, environ, mimetype=content_type(path), conditional=True,
-                             etag=True, max_age=None)
-    except RequestedRangeNotSatisfiable as exc:  # 416, with Content-Range: bytes */size
-        response = exc.get_response(environ)
-    except OSError:  # removed or made unreadable since it was looked up
-        response = NotFound().get_response(environ)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers.update(SECURITY_HEADERS)
-    return response
+        handle = open(path, "rb")  # noqa: SIM115 (closed by the server via the iterable)
+    except OSError:
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                         *SECURITY_HEADERS.items()])
+        return [b"Not Found\n"]
+    try:
+        st = os.fstat(handle.fileno())
+        answer = plan_answer(environ, st, content_type(path))
+        start_response(answer.status, answer.headers)
+    except BaseException:
+        handle.close()
+        raise
+    if answer.length == 0 or environ.get("REQUEST_METHOD") == "HEAD":
+        handle.close()
+        return []
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None and answer.start == 0 and answer.length == st.st_size:
+        return wrapper(handle, BLOCK_SIZE)
+    return _read_span(handle, answer.start, answer.length)
+
+
+def _read_span(handle: Any, start: int, length: int) -> Iterator[bytes]:
+    try:
+        handle.seek(start)
+        while length > 0:
+            block = handle.read(min(BLOCK_SIZE, length))
+            if not block:
+                break
+            length -= len(block)
+            yield block
+    finally:
+        handle.close()
+
+
+def send(path: str, environ: dict[str, Any]) -> Response:
+    """:func:`serve_file` as a response object, for the Flask routes."""
+    return Response.from_app(lambda env, start: serve_file(path, env, start), environ)
