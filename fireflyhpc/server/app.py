@@ -107,8 +107,8 @@ class DataFastPath:
 
     The answer is the same as the Flask route's (same lookup, same
     :func:`serve_file`), at a fraction of the CPU per request; anything else (no
-    or wrong token, a ``?token=`` visit, a miss) goes to the Flask app, which then
-    answers 303, 403 or 404 as usual.
+    or wrong token, a ``?token=`` visit or any query string, a miss) goes to the
+    Flask app, which then answers 303, 403 or 404 as usual.
     """
 
     def __init__(self, app: WSGIApp, datasets: Sequence[Dataset], token: str | None) -> None:
@@ -120,7 +120,7 @@ class DataFastPath:
                  ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/data/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD") \
-                and "token" not in environ.get("QUERY_STRING", "") \
+                and not environ.get("QUERY_STRING") \
                 and (self.token is None or auth.carries_token(environ, self.token)):
             real = data_file(self.datasets, path[len("/data/"):])
             if real is not None:

@@ -132,6 +132,20 @@ def test_range_requests(any_server: LiveServer) -> None:
     assert response.getheader("Content-Range") == f"bytes */{len(GAS_BYTES)}"
 
 
+def test_if_range_and_several_ranges(any_server: LiveServer) -> None:
+    response, _ = any_server.request("/data/galaxy/Gas000.ffly")
+    etag = response.getheader("ETag")
+    response, body = any_server.request("/data/galaxy/Gas000.ffly",
+                                        {"Range": "bytes=4-7", "If-Range": etag})
+    assert response.status == 206 and body == GAS_BYTES[4:8]
+    response, body = any_server.request("/data/galaxy/Gas000.ffly",
+                                        {"Range": "bytes=4-7", "If-Range": '"stale"'})
+    assert response.status == 200 and body == GAS_BYTES
+    response, body = any_server.request("/data/galaxy/Gas000.ffly",
+                                        {"Range": "bytes=0-1,4-5"})
+    assert response.status == 200 and body == GAS_BYTES
+
+
 def test_conditional_requests(any_server: LiveServer) -> None:
     response, _ = any_server.request("/data/galaxy/Gas000.ffly")
     etag, modified = response.getheader("ETag"), response.getheader("Last-Modified")
