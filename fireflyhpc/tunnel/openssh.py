@@ -81,9 +81,12 @@ class OpenSSHOptions:
 
 # Runs ssh ("$@") under a guard that reads our end of a pipe: if this process dies,
 # even by SIGKILL, the pipe reads EOF and the guard ends ssh, then removes the control
-# directory once it is empty. Exits with ssh's status when ssh exits by itself.
-# (A background list's stdin is /dev/null in sh, hence fd 3.)
+# socket and, once it is empty, the control directory. Exits with ssh's status when
+# ssh exits by itself.
+# (A background list's stdin is /dev/null in sh, hence fd 3. Ctrl-C is ours to handle:
+# the guard and ssh ignore SIGINT, and we close them in order.)
 _GUARD = r"""
+trap '' INT
 exec 3<&0
 "$@" </dev/null 3<&- &
 ssh=$!
@@ -93,7 +96,8 @@ exec 3<&-
 status=0
 wait "$ssh" || status=$?
 kill "$guard" 2>/dev/null
-rmdir "$FIREFLYHPC_CONTROL_DIR" 2>/dev/null
+rm -f -- "$FIREFLYHPC_CONTROL"
+rmdir -- "${FIREFLYHPC_CONTROL%/*}" 2>/dev/null
 exit "$status"
 """
 
@@ -111,13 +115,12 @@ class Master:
         self._stderr: list[str] = []
         log.debug("starting %s", shlex.join(argv))
         # With a terminal, ssh must share it to ask for a passphrase or a one-time
-        # code (it reads /dev/tty); Ctrl-C then reaches it too, which is harmless.
+        # code (it reads /dev/tty); it ignores the Ctrl-C that reaches it there.
         # Without one, a session of its own keeps it out of our process group.
         self.proc = subprocess.Popen(["sh", "-c", _GUARD, "sh", *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=not _has_terminal(),
-                                     env={**os.environ,
-                                          "FIREFLYHPC_CONTROL_DIR": os.path.dirname(control)})
+                                     env={**os.environ, "FIREFLYHPC_CONTROL": control})
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -172,7 +175,14 @@ class Master:
             self.proc.stdin.close()  # the guard's cue: SIGTERM to ssh
         try:
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # ssh ignores SIGTERM: kill it and its guard
+            import psutil
+
+            try:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
+            except psutil.Error:
+                pass
             self.proc.kill()
             self.proc.wait()
         self._reader.join(timeout=2)
