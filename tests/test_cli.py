@@ -34,8 +34,24 @@ def test_help_lists_global_options() -> None:
 def test_unknown_command_is_usage_error() -> None:
     proc = run_cli("no-such-command")
     assert proc.returncode == ExitStatus.USAGE
-    assert "No such command" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr == ("fireflyhpc: error: No such command 'no-such-command'. "
+                           "(see `fireflyhpc --help`)\n")
+
+
+@pytest.mark.parametrize("args,needle,command", [
+    (["serve", "--port", "99999"], "Invalid value for '--port'", "fireflyhpc serve"),
+    (["export"], "Missing argument 'TARGET'", "fireflyhpc export"),
+    (["alias", "--shell", "tcsh"], "'tcsh' is not one of", "fireflyhpc alias"),
+    (["config", "nosuch"], "No such command 'nosuch'", "fireflyhpc config"),
+    (["connect", "--bogus"], "No such option '--bogus'", "fireflyhpc connect"),
+])
+def test_usage_errors_are_one_line(args, needle, command) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == ExitStatus.USAGE
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("fireflyhpc: error: ") and needle in lines[0]
+    assert lines[0].endswith(f"(see `{command} --help`)")
 
 
 @pytest.fixture

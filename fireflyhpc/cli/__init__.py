@@ -97,8 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         _error_line("interrupted")
         status = ExitStatus.INTERRUPTED
+    except click.UsageError as exc:
+        # One line like every other error, with where to read more.
+        command = exc.ctx.command_path if exc.ctx is not None else "fireflyhpc"
+        message = " ".join(exc.format_message().split())
+        _error_line(f"{message} (see `{command} --help`)")
+        status = exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        _error_line(" ".join(exc.format_message().split()))
         status = exc.exit_code
     except click.exceptions.Exit as exc:
         status = exc.exit_code

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import check_golden, one_error_line, run_cli
+from connect_testutil import check_golden, one_error_line, run_cli
 
 from fireflyhpc import aliases
 from fireflyhpc.aliases import AliasSpec

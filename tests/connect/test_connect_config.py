@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import one_error_line, run_cli
+from connect_testutil import one_error_line, run_cli
 
 from fireflyhpc import config as cfg
 from fireflyhpc import validate as v

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import one_error_line, run_cli
+from connect_testutil import one_error_line, run_cli
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError
 from fireflyhpc.sessions import (FORMAT_VERSION, Liveness, SessionRecord, SessionStore,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Sequence
 
 import pytest
-from conftest import read_golden
+from connect_testutil import read_golden
 
 from fireflyhpc.errors import RemoteCommandError, SchedulerError
 from fireflyhpc.scheduler import Backoff, JobState, Result, Scheduler, expand_nodelist, slurm

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import check_golden, one_error_line, run_cli
+from connect_testutil import check_golden, one_error_line, run_cli
 
 from fireflyhpc import config as cfg
 from fireflyhpc import templates as tpl
