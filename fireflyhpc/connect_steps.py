@@ -116,10 +116,17 @@ def open_forward(session: "Session", progress: Say) -> None:
     assert session._server is not None and session.node
     s = session.settings
     hop = "direct" if s.launch == "srun" else s.hop
+    login = session._login
+    # A user who had to answer the login (a one-time code, a password, a passphrase)
+    # would be asked again by a second client: the tunnel then rides this connection.
+    reuse = login if login is not None and login.authenticator.asked_user else None
     req = TunnelRequest(node=session.node, remote_port=session._server.port, login=session.login,
                         local_port=s.local_port or 0, hop=hop,
                         ssh_config=session.request.ssh_config,
-                        accept_new_host_key=session.request.accept_new_host_key)
+                        accept_new_host_key=session.request.accept_new_host_key, reuse=reuse)
+    if reuse is not None:
+        progress("your login needed answers, so the tunnel reuses that connection "
+                 "(pure Python: slower than OpenSSH for big transfers)")
     progress(f"opening the tunnel to {session.node}:{session._server.port}")
     session._tunnel = open_tunnel(req)
     port = int(session._tunnel.url.rsplit(":", 1)[1].strip("/"))

@@ -119,6 +119,9 @@ class Authenticator:
         self._keys: dict[str, paramiko.PKey] = {}
         self._unusable: set[str] = set()
         self._passwords: dict[tuple[str, str, int], str] = {}
+        # True once the user was asked anything (a passphrase, a code, a password):
+        # a second login elsewhere (another ssh client) would ask again.
+        self.asked_user = False
 
     def authenticate(self, transport: paramiko.Transport, spec: HostSpec) -> None:
         """Authenticate ``transport`` as ``spec.user`` or raise SSHError naming what was tried."""
@@ -233,6 +236,7 @@ class Authenticator:
 
     def _decrypt(self, path: str) -> paramiko.PKey | None:
         for _ in range(PASSPHRASE_TRIES):
+            self.asked_user = True
             passphrase = self.prompter.secret(f"Enter passphrase for key '{path}': ")
             if not passphrase:
                 return None  # like OpenSSH: an empty answer skips the key
@@ -255,6 +259,8 @@ class Authenticator:
             if failure or (not prompts and not title and not instructions):
                 return [""] * len(prompts)
             try:
+                if prompts:
+                    self.asked_user = True
                 return list(self.prompter.interactive(title, instructions, list(prompts)))
             except BaseException as exc:  # KeyboardInterrupt too: hand it to the caller
                 failure.append(exc)
@@ -276,8 +282,11 @@ class Authenticator:
         slot = (spec.user, spec.hostname, spec.port)
         cached = self._passwords.pop(slot, None)
         for attempt in range(max(1, spec.number_of_password_prompts) + (cached is not None)):
-            password = cached if (attempt == 0 and cached is not None) else \
-                self.prompter.secret(f"{spec.user}@{spec.hostname}'s password: ")
+            if attempt == 0 and cached is not None:
+                password = cached
+            else:
+                self.asked_user = True
+                password = self.prompter.secret(f"{spec.user}@{spec.hostname}'s password: ")
             try:
                 remaining = transport.auth_password(spec.user, password, fallback=False)
             except paramiko.AuthenticationException:

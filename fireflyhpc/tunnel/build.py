@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fireflyhpc.errors import ConfigError
@@ -33,6 +33,9 @@ class TunnelRequest:
     backend: str = "auto"
     ssh_config: str | None = None
     accept_new_host_key: bool = False
+    # An authenticated SSHConnection to ``login`` to carry the tunnel (paramiko backend),
+    # so that a user who had to answer a prompt (a one-time code) is not asked again.
+    reuse: Any = field(default=None, compare=False, repr=False)
 
     def validated(self) -> TunnelRequest:
         """Return self after checking every field; raises ConfigError (one line)."""
@@ -66,19 +69,24 @@ def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) ->
 
     Setting ``cancel`` makes a connect in progress give up (OpenSSH backend).
     """
-    backend = choose_backend(req.backend)
+    backend = "paramiko" if req.reuse is not None and req.backend == "auto" else \
+        choose_backend(req.backend)
     state: dict[str, Any] = {"hop": req.hop}
 
     def build(hop: str) -> Path:
+        if backend == "paramiko" and req.reuse is not None and req.reuse.is_active():
+            from fireflyhpc.tunnel import paramiko_backend
+            return paramiko_backend.open_path_over(req.reuse, req, hop)
         if backend == "openssh":
             options = openssh.OpenSSHOptions(openssh.find_ssh() or "ssh", req.ssh_config,
                                              req.accept_new_host_key)
             return openssh.open_path(options, req.login, req.node, req.remote_port, hop,
                                      cancel)
         from fireflyhpc.tunnel import paramiko_backend
-        if "auth" not in state:
+        if "auth" not in state:  # one per tunnel: keys unlocked once
             from fireflyhpc.ssh import Authenticator
-            state["auth"] = Authenticator()  # one per tunnel: keys unlocked once
+            state["auth"] = req.reuse.authenticator if req.reuse is not None else \
+                Authenticator()
         return paramiko_backend.open_path(req, hop, state["auth"])
 
     def connect() -> Path:

@@ -74,6 +74,42 @@ def open_path(req: TunnelRequest, hop: str,
         raise
 
 
+def open_path_over(login: SSHConnection, req: TunnelRequest, hop: str) -> ParamikoPath:
+    """Like :func:`open_path`, over ``login``, an authenticated connection the caller
+    owns (``connect``'s own, which may have cost the user a one-time code): nothing
+    new is asked. Closing the path closes only what it opened (the node hop).
+    """
+    _tune_live(login.transports)
+    if hop == "direct":
+        transport = login.transport
+
+        def open_direct() -> paramiko.Channel:
+            return direct_tcpip(transport, req.node, req.remote_port)
+
+        return ParamikoPath(open_direct, transports=login.transports, owns_transports=False,
+                            description=f"ssh {req.login} (paramiko, the session's own "
+                                        f"connection), direct to {req.node}:{req.remote_port}")
+    try:
+        node = login.connect_to(req.node)
+    except SSHError as exc:
+        why = last_open_failure()
+        if why:
+            raise NodeSSHError(f"{req.login} cannot reach {req.node} port 22: connect "
+                               f"failed: {why}") from exc
+        raise NodeSSHError(exc.message, hint=exc.hint) from exc
+    _tune_live(node.transports)
+    inner = node.transport
+
+    def open_local() -> paramiko.Channel:
+        return direct_tcpip(inner, "localhost", req.remote_port)
+
+    return ParamikoPath(open_local, transports=(*login.transports, *node.transports),
+                        on_close=node.close, owns_transports=False,
+                        description=f"ssh {req.login} (the session's own connection) -> ssh "
+                                    f"{req.node} (paramiko), to the node's localhost:"
+                                    f"{req.remote_port}")
+
+
 def _tune_live(transports: tuple[paramiko.Transport, ...]) -> None:
     """Apply our window sizes and TCP_NODELAY to already running transports, and
     route their logs through :class:`OpenFailureLog`.

@@ -81,10 +81,12 @@ class ParamikoPath:
     """
 
     def __init__(self, open_channel: OpenChannel, *, transports: Sequence[paramiko.Transport],
-                 description: str, on_close: Callable[[], None] | None = None) -> None:
+                 description: str, on_close: Callable[[], None] | None = None,
+                 owns_transports: bool = True) -> None:
         self._open_channel = open_channel
         self._transports = list(transports)
         self._on_close = on_close
+        self._owns_transports = owns_transports
         self.description = description
 
     def forward(self, sock: socket.socket) -> None:
@@ -115,8 +117,9 @@ class ParamikoPath:
         probe_transport(self._transports[-1], timeout)
 
     def close(self) -> None:
-        """Close the transports, innermost first (idempotent)."""
-        for transport in reversed(self._transports):
+        """Close the transports, innermost first (idempotent), unless someone else
+        owns them; then ``on_close``."""
+        for transport in reversed(self._transports if self._owns_transports else []):
             try:
                 transport.close()
             except Exception:  # closing a half-dead transport may raise anything
