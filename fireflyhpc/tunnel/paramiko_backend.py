@@ -41,34 +41,7 @@ def open_path(req: TunnelRequest, hop: str,
                                accept_new_host_key=req.accept_new_host_key,
                                authenticator=authenticator)
     try:
-        _tune_live(login.transports)
-        if hop == "direct":
-            transport = login.transport
-
-            def open_direct() -> paramiko.Channel:
-                return direct_tcpip(transport, req.node, req.remote_port)
-
-            return ParamikoPath(open_direct, transports=login.transports, on_close=login.close,
-                                description=f"ssh {req.login} (paramiko), direct to "
-                                            f"{req.node}:{req.remote_port}")
-        try:
-            node = login.connect_to(req.node)
-        except SSHError as exc:
-            why = last_open_failure()
-            if why:  # the login node could not even reach the node's sshd
-                raise NodeSSHError(f"{req.login} cannot reach {req.node} port 22: connect "
-                                   f"failed: {why}") from exc
-            raise NodeSSHError(exc.message, hint=exc.hint) from exc
-        _tune_live(node.transports)
-        inner = node.transport
-
-        def open_local() -> paramiko.Channel:
-            return direct_tcpip(inner, "localhost", req.remote_port)
-
-        return ParamikoPath(open_local, transports=(*login.transports, *node.transports),
-                            on_close=login.close,
-                            description=f"ssh {req.login} -> ssh {req.node} (paramiko), to the "
-                                        f"node's localhost:{req.remote_port}")
+        return _path(login, req, hop, owned=True)
     except BaseException:
         login.close()
         raise
@@ -79,6 +52,12 @@ def open_path_over(login: SSHConnection, req: TunnelRequest, hop: str) -> Parami
     owns (``connect``'s own, which may have cost the user a one-time code): nothing
     new is asked. Closing the path closes only what it opened (the node hop).
     """
+    return _path(login, req, hop, owned=False)
+
+
+def _path(login: SSHConnection, req: TunnelRequest, hop: str, *, owned: bool) -> ParamikoPath:
+    """The path over ``login``; closing it closes ``login`` too if ``owned``."""
+    via = f"ssh {req.login}" + ("" if owned else " (the session's own connection)")
     _tune_live(login.transports)
     if hop == "direct":
         transport = login.transport
@@ -86,14 +65,15 @@ def open_path_over(login: SSHConnection, req: TunnelRequest, hop: str) -> Parami
         def open_direct() -> paramiko.Channel:
             return direct_tcpip(transport, req.node, req.remote_port)
 
-        return ParamikoPath(open_direct, transports=login.transports, owns_transports=False,
-                            description=f"ssh {req.login} (paramiko, the session's own "
-                                        f"connection), direct to {req.node}:{req.remote_port}")
+        return ParamikoPath(open_direct, transports=login.transports, owns_transports=owned,
+                            on_close=login.close if owned else None,
+                            description=f"{via} (paramiko), direct to "
+                                        f"{req.node}:{req.remote_port}")
     try:
         node = login.connect_to(req.node)
     except SSHError as exc:
         why = last_open_failure()
-        if why:
+        if why:  # the login node could not even reach the node's sshd
             raise NodeSSHError(f"{req.login} cannot reach {req.node} port 22: connect "
                                f"failed: {why}") from exc
         raise NodeSSHError(exc.message, hint=exc.hint) from exc
@@ -103,11 +83,11 @@ def open_path_over(login: SSHConnection, req: TunnelRequest, hop: str) -> Parami
     def open_local() -> paramiko.Channel:
         return direct_tcpip(inner, "localhost", req.remote_port)
 
+    # Not owned: the node hop is ours to close, the login connection is not.
     return ParamikoPath(open_local, transports=(*login.transports, *node.transports),
-                        on_close=node.close, owns_transports=False,
-                        description=f"ssh {req.login} (the session's own connection) -> ssh "
-                                    f"{req.node} (paramiko), to the node's localhost:"
-                                    f"{req.remote_port}")
+                        owns_transports=owned, on_close=login.close if owned else node.close,
+                        description=f"{via} -> ssh {req.node} (paramiko), to the node's "
+                                    f"localhost:{req.remote_port}")
 
 
 def _tune_live(transports: tuple[paramiko.Transport, ...]) -> None:
