@@ -103,7 +103,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class DataFastPath:
     """Serve authenticated GET/HEAD requests for existing ``/data/`` files
-    directly with werkzeug's ``send_file``, skipping Flask's request context.
+    directly with :func:`serve_file`, skipping Flask's request context.
 
     The answer is the same as the Flask route's (same lookup, same
     :func:`serve_file`), at a fraction of the CPU per request; anything else (no

@@ -126,7 +126,7 @@ def open_session_channel(transport: paramiko.Transport, host: str = "",
     while True:
         try:
             return transport.open_session(timeout=30)
-        except (paramiko.ChannelException, paramiko.SSHException) as exc:
+        except paramiko.SSHException as exc:  # ChannelException is one too
             refused = isinstance(exc, paramiko.ChannelException) or \
                 str(exc) == "Unable to open channel."
             if not (refused and transport.is_active() and time.monotonic() < deadline):

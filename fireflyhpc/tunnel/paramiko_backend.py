@@ -65,7 +65,7 @@ def _path(login: SSHConnection, req: TunnelRequest, hop: str, *, owned: bool) ->
         def open_direct() -> paramiko.Channel:
             return direct_tcpip(transport, req.node, req.remote_port)
 
-        return ParamikoPath(open_direct, transports=login.transports, owns_transports=owned,
+        return ParamikoPath(open_direct, transports=login.transports,
                             on_close=login.close if owned else None,
                             description=f"{via} (paramiko), direct to "
                                         f"{req.node}:{req.remote_port}")
@@ -83,9 +83,10 @@ def _path(login: SSHConnection, req: TunnelRequest, hop: str, *, owned: bool) ->
     def open_local() -> paramiko.Channel:
         return direct_tcpip(inner, "localhost", req.remote_port)
 
-    # Not owned: the node hop is ours to close, the login connection is not.
+    # login.close closes the node hop too (a chained connection is its child); when
+    # login is borrowed, only the node hop is ours to close.
     return ParamikoPath(open_local, transports=(*login.transports, *node.transports),
-                        owns_transports=owned, on_close=login.close if owned else node.close,
+                        on_close=login.close if owned else node.close,
                         description=f"{via} -> ssh {req.node} (paramiko), to the node's "
                                     f"localhost:{req.remote_port}")
 

@@ -77,16 +77,15 @@ def probe_transport(transport: paramiko.Transport, timeout: float) -> None:
 class ParamikoPath:
     """A path whose channels come from ``open_channel``.
 
-    ``transports`` are probed (innermost last) and closed (innermost first).
+    ``transports`` are probed (innermost last); ``on_close`` closes what the path
+    owns (the connections it opened, innermost first), and nothing else.
     """
 
     def __init__(self, open_channel: OpenChannel, *, transports: Sequence[paramiko.Transport],
-                 description: str, on_close: Callable[[], None] | None = None,
-                 owns_transports: bool = True) -> None:
+                 description: str, on_close: Callable[[], None] | None = None) -> None:
         self._open_channel = open_channel
         self._transports = list(transports)
         self._on_close = on_close
-        self._owns_transports = owns_transports
         self.description = description
 
     def forward(self, sock: socket.socket) -> None:
@@ -117,13 +116,7 @@ class ParamikoPath:
         probe_transport(self._transports[-1], timeout)
 
     def close(self) -> None:
-        """Close the transports, innermost first (idempotent), unless someone else
-        owns them; then ``on_close``."""
-        for transport in reversed(self._transports if self._owns_transports else []):
-            try:
-                transport.close()
-            except Exception:  # closing a half-dead transport may raise anything
-                pass
+        """Close what the path owns (``on_close``); idempotent."""
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
