@@ -1,4 +1,4 @@
-"""`fireflyhpc connect` and `fireflyhpc stop`: thin over fireflyhpc.connecting / stopping."""
+"""`fireflyhpc connect` and `fireflyhpc stop`: thin over fireflyhpc.session."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
     and opens it. Runs until Ctrl-C, the job ending or the server dying; then stops
     the server, closes the tunnel and cancels the job if it submitted it.
     """
-    from fireflyhpc.connecting import ConnectRequest, open_session
+    from fireflyhpc.session import ConnectRequest, open_session
 
     request = ConnectRequest(
         cluster=cluster, node=node, job_id=job_id,
@@ -160,7 +160,7 @@ def stop_command(obj: object, session_id: str | None, stop_all: bool) -> None:
     A running connect is signalled and waited for; a detached session's server (and
     job, if fireflyhpc submitted it) are ended over SSH.
     """
-    from fireflyhpc.stopping import stop_sessions
+    from fireflyhpc.session.stopping import stop_sessions
 
     if bool(session_id) == stop_all:
         raise click.UsageError("name one session ID, or pass --all")

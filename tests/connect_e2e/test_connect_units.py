@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fireflyhpc import jobwatch, launch
+from fireflyhpc.session import jobs, launch
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
@@ -62,26 +62,26 @@ def test_status_text_and_hopeless_reasons() -> None:
     job = JobInfo(job_id="9", state=JobState.PENDING, reason="Resources")
     est = StartEstimate(job_id="9", start_time=datetime(2030, 1, 1, 12, 0, 5), nodes=(),
                         reason="Resources")
-    text = jobwatch.status_text("9", job, est, 65, now=datetime(2030, 1, 1, 11, 0))
+    text = jobs.status_text("9", job, est, 65, now=datetime(2030, 1, 1, 11, 0))
     assert text == "job 9, PENDING, reason: Resources, expected start: 12:00:05, waited 1:05"
-    assert jobwatch.hopeless_reason(job) is None
+    assert jobs.hopeless_reason(job) is None
     bad = JobInfo(job_id="9", state=JobState.PENDING, reason="PartitionTimeLimit")
-    assert jobwatch.hopeless_reason(bad) == "PartitionTimeLimit"
+    assert jobs.hopeless_reason(bad) == "PartitionTimeLimit"
 
 
 def test_end_messages_and_warning_time() -> None:
-    assert "time limit" in jobwatch.end_message("3", None, 5.0)
-    assert "cancelled" in jobwatch.end_message("3", None, 600.0)
-    assert "time limit" in jobwatch.end_message(
+    assert "time limit" in jobs.end_message("3", None, 5.0)
+    assert "cancelled" in jobs.end_message("3", None, 600.0)
+    assert "time limit" in jobs.end_message(
         "3", JobInfo(job_id="3", state=JobState.TIMEOUT), None)
-    assert jobwatch.warn_before(3600) == 300 and jobwatch.warn_before(60) == 15
-    assert jobwatch.clock_text(3725) == "1:02:05" and jobwatch.clock_text(None) == "-"
+    assert jobs.warn_before(3600) == 300 and jobs.warn_before(60) == 15
+    assert jobs.clock_text(3725) == "1:02:05" and jobs.clock_text(None) == "-"
 
 
 def test_node_names_with_shell_characters_are_refused() -> None:
     for node in ("node1;id", "$(id)", "-oProxyCommand=x", "a b", "node1\n"):
         with pytest.raises(ConfigError):
-            jobwatch.check_node(node)
+            jobs.check_node(node)
 
 
 class LocalRunner:
@@ -174,7 +174,7 @@ def test_setup_lines_run_before_the_server_and_may_change_directory(tmp_path: Pa
 def test_a_detached_session_is_dead_once_its_time_limit_passed() -> None:
     import time
 
-    from fireflyhpc.sessions import Liveness, SessionRecord, liveness
+    from fireflyhpc.session.records import Liveness, SessionRecord, liveness
 
     record = SessionRecord.for_this_process(
         cluster="c", job_id="5", node="n1", local_port=None, remote_port=8000, url=None,

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
+from fireflyhpc.scheduler import slurm
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,11 @@ fi
 rm -rf -- "$dir"
 """
 
-# $1: process group, $2: run folder, $3: a job to cancel too (or ""). Holds the
-# server's life on an open SSH channel: if the channel ends without the word "detach"
-# (connect died, even by SIGKILL, and its TCP connection closed), the whole group is
-# ended, the run folder removed and the job (one connect submitted) cancelled.
+# $1: process group, $2: run folder; the rest: the command that cancels the job (one
+# connect submitted), or nothing. Holds the server's life on an open SSH channel: if
+# the channel ends without the word "detach" (connect died, even by SIGKILL, and its
+# TCP connection closed), the whole group is ended, the run folder removed and the
+# job cancelled.
 LIFELINE_SCRIPT = r"""
 cd || exit 4
 IFS= read -r word
@@ -189,29 +190,32 @@ if kill -0 "-$1" 2>/dev/null; then
     kill -KILL "-$1" 2>/dev/null
 fi
 rm -rf -- "$2"
-[ -n "$3" ] && scancel -- "$3" 2>/dev/null
+shift 2
+[ "$#" -gt 0 ] && "$@" 2>/dev/null
 exit 0
 """
 
-# $1 job, $2 process group, $3 run folder. Started (in its own session) when a session
-# is detached: once the job has left the queue, end the server and remove the run
-# folder. It stops by itself when the run folder goes (the server was stopped). No
-# squeue on the node, or an unreachable controller: it waits, it never guesses.
+# $1 process group, $2 run folder; the rest: the squeue command printing the job's
+# state. Started (in its own session) when a session is detached: once the job has
+# left the queue, end the server and remove the run folder. It stops by itself when
+# the run folder goes (the server was stopped). No squeue on the node, or an
+# unreachable controller: it waits, it never guesses.
 GUARD_SCRIPT = r"""
 cd || exit 0
-command -v squeue >/dev/null 2>&1 || exit 0
-while [ -d "$3" ]; do
-    out=$(squeue -h -j "$1" -o %T 2>&1)
+pg=$1; dir=$2; shift 2
+command -v "$1" >/dev/null 2>&1 || exit 0
+while [ -d "$dir" ]; do
+    out=$("$@" 2>&1)
     case $out in
         "" | *"Invalid job id"* | COMPLETED* | CANCELLED* | TIMEOUT* | FAILED* | NODE_FAIL*) break ;;
     esac
     sleep 20
 done
-[ -d "$3" ] || exit 0
-kill -TERM "-$2" 2>/dev/null
+[ -d "$dir" ] || exit 0
+kill -TERM "-$pg" 2>/dev/null
 sleep 3
-kill -KILL "-$2" 2>/dev/null
-rm -rf -- "$3"
+kill -KILL "-$pg" 2>/dev/null
+rm -rf -- "$dir"
 """
 
 ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
@@ -329,9 +333,9 @@ class Lifeline:
         from fireflyhpc.ssh.remote import build_command, open_session_channel
 
         self._channel = open_session_channel(conn.transport, server.node)
+        cancel = slurm.scancel_argv([cancel_job]) if cancel_job else []
         self._channel.exec_command(build_command(
-            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir,
-             cancel_job or ""]))
+            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir, *cancel]))
 
     def release(self, *, detach: bool) -> None:
         """Close the channel; with ``detach`` the server is left running. Never raises."""
@@ -360,7 +364,8 @@ def keep_token(conn: Connection, server: RemoteServer, token: str, job_id: str) 
     """Leave the token in the run folder (0600) so a later connect can reuse the server,
     and a guard on the node that ends the server when the job ends."""
     conn.write_file(f"{server.run_dir}/token", token + "\n")
-    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", job_id, str(server.pgid), server.run_dir]
+    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", str(server.pgid), server.run_dir,
+             *slurm.squeue_state_argv(job_id)]
     conn.run(["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null &', "sh", *guard], timeout=30)
 
 
@@ -384,8 +389,3 @@ def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, s
         if value:
             return server, value
     return None
-
-
-def describe(argv: Sequence[str]) -> str:
-    """A readable form of a launch argv (for --debug logs; carries no secret)."""
-    return shlex.join(argv)

@@ -1,0 +1,55 @@
+"""What a connect session is asked for, and how it ended: plain values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fireflyhpc.config import ResolvedSettings, load_settings
+from fireflyhpc.errors import FireflyHPCError
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    """Everything ``fireflyhpc connect`` was asked for (None: use the profile/default)."""
+
+    cluster: str | None = None
+    node: str | None = None
+    job_id: str | None = None
+    local_port: int | None = None
+    template: str | None = None
+    partition: str | None = None
+    time: str | None = None
+    account: str | None = None
+    cpus: int | str | None = None
+    mem: str | None = None
+    data_dirs: tuple[str, ...] = ()
+    payload: str | None = None
+    keep_job: bool = False
+    config: str | None = None
+    ssh_config: str | None = None
+    accept_new_host_key: bool = False
+
+    def flags(self) -> dict[str, Any]:
+        """The settings given as flags, for :func:`fireflyhpc.config.resolve`."""
+        return {"template": self.template, "partition": self.partition, "time": self.time,
+                "account": self.account, "cpus": self.cpus, "mem": self.mem,
+                "payload": self.payload, "local_port": self.local_port}
+
+    def settings(self) -> ResolvedSettings:
+        """The resolved settings of this request (flags > env > profile > defaults).
+
+        Raises ConfigError for a bad config file, profile or flag value.
+        """
+        return load_settings(self.config, self.flags(), cluster=self.cluster)
+
+
+@dataclass
+class Ending:
+    """Why a session's watch returned: a message, and whether it was the user's wish."""
+
+    message: str
+    requested: bool
+    error: FireflyHPCError | None = None
