@@ -49,7 +49,7 @@ PROFILE_KEYS: dict[str, v.Validator] = {
     "port_range": v.port_range,
     "template": v.template_name,
     "payload": v.payload,
-    "launch": v.choice("ssh", "srun"),
+    "launch": v.choice("auto", "ssh", "srun"),
     "job_name": v.slurm_name,
 }
 
@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "port_range": (8000, 8999),
     "template": "firefly",
     "payload": "builtin",
-    "launch": "ssh",
+    "launch": "auto",
     "job_name": "fireflyhpc",
     "local_port": None,
 }

@@ -116,7 +116,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         cluster=cluster, node=node, job_id=job_id,
         local_port=parse_port(local_port, what="local port") if local_port else None,
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
-        mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job,
+        mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
         accept_new_host_key=accept_new_host_key)
     line = StatusLine()
@@ -129,13 +129,13 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             return int(ExitStatus.INTERRUPTED)
         finally:
             line.done()
-        if detach:
-            record = session.detach()
-            line.say(f"detached: job {session.job_id} and the server on {session.node} keep "
-                     f"running (session {record.id}); `fireflyhpc connect --job "
-                     f"{session.job_id}` reuses it, `fireflyhpc stop {record.id}` ends it")
-            return 0
         try:
+            if detach:
+                record = session.detach()
+                line.say(f"detached: job {session.job_id} and the server on {session.node} "
+                         f"keep running (session {record.id}); `fireflyhpc connect --job "
+                         f"{session.job_id}` reuses it, `fireflyhpc stop {record.id}` ends it")
+                return 0
             click.echo(session.url)
             line.say(f"job {session.job_id} on {session.node}, port {session.remote_port} -> "
                      f"127.0.0.1:{session.local_port} (session {session.id}); Ctrl-C to stop")
@@ -144,7 +144,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             ending = session.watch(warn=line.say)
         finally:
             session.close()
-    line.say(ending.message + ("; cleaned up" if ending.requested else "; cleaned up"))
+    line.say(ending.message + "; cleaned up")
     if ending.error is not None:
         return int(ending.error.exit_status)
     return 0

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 from fireflyhpc.config import ResolvedSettings
-from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.session import jobs, launch
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
@@ -48,6 +48,7 @@ class Session:
     remote_port: int | None = None
     time_limit_end: float | None = None
     time_limit: int | None = None
+    launched_with: str | None = None  # how the payload was started: "ssh" or "srun"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     stop_requested: threading.Event = field(default_factory=threading.Event)
     _login: Any = None
@@ -143,19 +144,51 @@ class Session:
         progress(f"job {self.job_id} runs on {self.node}")
 
     def _start_payload(self, progress: Say) -> None:
-        """Reuse a detached server of this job (attach only), else start the payload."""
+        """Start the payload (or reuse a detached server of this job, attach only) the
+        way the profile says: ``ssh`` to the node, ``srun`` from the login node, or
+        ``auto``: ssh when the node accepts it, else srun (said, and recorded)."""
+        assert self.node
+        if self.settings.launch == "srun":
+            self._start_with_srun(progress)
+            return
+        try:
+            conn = self.node_conn()
+        except SSHError as refused:
+            if self.settings.launch != "auto":
+                raise
+            self._fall_back_to_srun(refused, progress)
+            return
+        self.launched_with = "ssh"
+        self._start_with_ssh(conn, progress)
+
+    def _fall_back_to_srun(self, refused: SSHError, progress: Say) -> None:
+        """launch = "auto" after SSH to the node failed: srun, or one error naming both."""
+        progress(f"ssh to {self.node} failed ({refused}); starting the payload with srun "
+                 "instead (launch = \"auto\")")
+        try:
+            if self.request.detach:
+                raise ConfigError("--detach needs SSH to the node")
+            self._start_with_srun(progress)
+        except FireflyHPCError as also:
+            raise type(also)(f"cannot start the payload on {self.node}: ssh to the node "
+                             f"failed ({refused}), and srun failed too ({also})",
+                             hint="see `fireflyhpc doctor`") from None
+
+    def _start_with_srun(self, progress: Say) -> None:
+        from fireflyhpc.session.srun import SrunPayload
+
+        assert self.job_id and self.node
+        spec = payload_spec(self.settings, self.request.data_dirs)
+        progress(f"starting the payload on {self.node} with srun")
+        self.launched_with = "srun"
+        self._srun = SrunPayload(self._login, spec, job_id=self.job_id, node=self.node,
+                                 token=self.token, name=launch.run_name(self.job_id, self.id))
+        self._server = self._srun.server
+
+    def _start_with_ssh(self, conn: Any, progress: Say) -> None:
         assert self.job_id and self.node
         spec = payload_spec(self.settings, self.request.data_dirs)
         name = launch.run_name(self.job_id, self.id)
-        if self.settings.launch == "srun":
-            from fireflyhpc.session.srun import SrunPayload
-
-            progress(f"starting the payload on {self.node} with srun")
-            self._srun = SrunPayload(self._login, spec, job_id=self.job_id, node=self.node,
-                                     token=self.token, name=name)
-            self._server = self._srun.server
-            return
-        conn = self.node_conn()
         if not self.submitted and self._reuse_detached(conn, progress):
             return
         if not spec.enforces_token:
@@ -192,7 +225,7 @@ class Session:
         reuse = login if login is not None and login.authenticator.asked_user else None
         req = TunnelRequest(node=self.node, remote_port=self._server.port, login=self.login,
                             local_port=self.settings.local_port or 0,
-                            hop="direct" if self.settings.launch == "srun" else self.settings.hop,
+                            hop="direct" if self.launched_with == "srun" else self.settings.hop,
                             ssh_config=self.request.ssh_config,
                             accept_new_host_key=self.request.accept_new_host_key, reuse=reuse)
         if reuse is not None:
@@ -215,7 +248,7 @@ class Session:
             id=self.id, cluster=self.settings.cluster, job_id=self.job_id, node=self.node,
             local_port=self.local_port, remote_port=self.remote_port, url=self.url,
             submitted_by_us=self._cancels_job(), time_limit_end=self.time_limit_end,
-            detached=detached, login=self.login,
+            detached=detached, login=self.login, launch=self.launched_with,
             remote_pgid=self._server.pgid if self._server else None)
         self._recorded = True
         return self.store.add(rec)

@@ -31,6 +31,7 @@ from typing import Any, Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
 from fireflyhpc.scheduler import slurm
+from fireflyhpc.validate import PAYLOAD_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class PayloadSpec:
     @classmethod
     def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
         """The spec for a profile/flag ``payload`` value (builtin, firefly or a command)."""
-        if payload in ("builtin", "firefly"):
+        if payload in PAYLOAD_KINDS:
             return cls(kind=payload, **values)  # type: ignore[arg-type]
         return cls(kind="command", command=payload, **values)  # type: ignore[arg-type]
 
@@ -112,7 +113,7 @@ def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
     No data folder means the demo galaxy. ``ready_file`` is relative to the
     remote home (the server runs there).
     """
-    if spec.kind not in ("builtin", "firefly"):
+    if spec.kind not in PAYLOAD_KINDS:
         raise ValueError(f"payload_argv is for builtin/firefly, not {spec.kind!r}")
     argv = [spec.python, "-m", "fireflyhpc", "serve", *spec.data_dirs]
     if not spec.data_dirs:

@@ -62,6 +62,7 @@ class SessionRecord:
     detached: bool = False
     login: str | None = None
     remote_pgid: int | None = None
+    launch: str | None = None  # "ssh" or "srun": how the payload was started
 
     @classmethod
     def for_this_process(cls, **values: Any) -> "SessionRecord":

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fireflyhpc.config import ResolvedSettings, load_settings
-from fireflyhpc.errors import FireflyHPCError
+from fireflyhpc.errors import ConfigError, FireflyHPCError
+from fireflyhpc.validate import PAYLOAD_KINDS
 
 Say = Callable[[str], None]
 
@@ -28,6 +29,7 @@ class ConnectRequest:
     data_dirs: tuple[str, ...] = ()
     payload: str | None = None
     keep_job: bool = False
+    detach: bool = False
     config: str | None = None
     ssh_config: str | None = None
     accept_new_host_key: bool = False
@@ -39,11 +41,21 @@ class ConnectRequest:
                 "payload": self.payload, "local_port": self.local_port}
 
     def settings(self) -> ResolvedSettings:
-        """The resolved settings of this request (flags > env > profile > defaults).
+        """The resolved settings of this request (flags > env > profile > defaults),
+        checked against each other before anything remote happens.
 
-        Raises ConfigError for a bad config file, profile or flag value.
+        Raises ConfigError for a bad config file, profile or flag value, or a
+        combination the launch cannot do.
         """
-        return load_settings(self.config, self.flags(), cluster=self.cluster)
+        settings = load_settings(self.config, self.flags(), cluster=self.cluster)
+        if settings.launch == "srun":
+            refused = ("--detach" if self.detach else
+                       "a payload command" if settings.payload not in PAYLOAD_KINDS else None)
+            if refused:
+                raise ConfigError(f"{refused} is not supported with launch = \"srun\"",
+                                  hint="the payload is a job step that ends with connect; "
+                                       "use launch = \"ssh\" where nodes accept SSH")
+        return settings
 
 
 @dataclass

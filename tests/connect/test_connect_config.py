@@ -102,7 +102,11 @@ def test_port_range_forms() -> None:
 def test_python_command() -> None:
     assert v.python_command("python3") == "python3"
     assert v.python_command("/opt/conda/bin/python") == "/opt/conda/bin/python"
-    for bad in ("~/venv/bin/python", "python3 -u", "rel/path/python", "", "/a b/python"):
+    # what `remote-install` prints for a user whose home has a space is accepted as is
+    space = "/home/ff space/.local/share/fireflyhpc/venv-0.1.0/bin/python"
+    assert v.python_command(space) == space
+    for bad in ("~/venv/bin/python", "python3 -u", "rel/path/python", "", "/a\nb/python",
+                "/a\0b", "/tab\there"):
         with pytest.raises(ValueError):
             v.python_command(bad)
 
