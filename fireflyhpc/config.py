@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "setup": [],
     "python": "python3",
     "hop": "auto",
-    "port_range": (8000, 8999),
+    "port_range": None,  # any free port
     "template": "firefly",
     "payload": "builtin",
     "launch": "auto",
@@ -145,7 +145,7 @@ class ResolvedSettings:
     setup: tuple[str, ...]
     python: str
     hop: str
-    port_range: tuple[int, int]
+    port_range: tuple[int, int] | None
     template: str
     payload: str
     launch: str
@@ -168,7 +168,7 @@ class ResolvedSettings:
         """The settings as plain data (lists for tuples), without ``sources``."""
         out = {k: getattr(self, k) for k in ["cluster", *DEFAULTS]}
         out["setup"] = list(self.setup)
-        out["port_range"] = list(self.port_range)
+        out["port_range"] = None if self.port_range is None else list(self.port_range)
         return out
 
 
@@ -345,7 +345,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str],
             flag = "--" + key.replace("_", "-")
             values[key], sources[key] = _check(validators[key], value, flag), "flag"
     values["setup"] = tuple(values["setup"])
-    values["port_range"] = tuple(values["port_range"])
+    if values["port_range"] is not None:
+        values["port_range"] = tuple(values["port_range"])
     cluster = profile.name if profile is not None else None
     return ResolvedSettings(cluster=cluster, sources=sources, **values)
 

@@ -164,6 +164,21 @@ def port_range(value: Any) -> tuple[int, int]:
     return (low, high)
 
 
+def listen_ports(value: Any) -> tuple[int, int]:
+    """Where a server may listen: ``0`` (any free port), a port ``N``, or a range
+    ``LOW-HIGH`` (as :func:`port_range`); returned as ``(LOW, HIGH)``."""
+    if isinstance(value, str) and "-" in value:
+        return port_range(value)
+    if value in (0, "0"):
+        return (0, 0)
+    try:
+        number = port(value)
+    except ValueError:
+        raise ValueError("expected 0 (any free port), a port 1-65535 or a range like "
+                         "8000-8999") from None
+    return (number, number)
+
+
 def choice(*options: str) -> Validator:
     """A validator accepting exactly one of ``options``."""
     expected = " or ".join(repr(o) for o in options)

@@ -70,6 +70,12 @@ class PayloadSpec:
     data_dirs: tuple[str, ...] = ()
     command: str | None = None
     bind: str = "127.0.0.1"
+    ports: tuple[int, int] | None = None  # the profile's port_range; None: any free port
+
+    @property
+    def ports_arg(self) -> str:
+        """``--port`` of ``fireflyhpc serve``: ``LOW-HIGH``, or ``0`` for any free port."""
+        return "0" if self.ports is None else f"{self.ports[0]}-{self.ports[1]}"
 
     @classmethod
     def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
@@ -118,10 +124,29 @@ def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
     argv = [spec.python, "-m", "fireflyhpc", "serve", *spec.data_dirs]
     if not spec.data_dirs:
         argv.append("--demo")
-    argv += ["--port", "0", "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
+    argv += ["--port", spec.ports_arg, "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
              "--app", "firefly" if spec.kind == "firefly" else "builtin"]
     return argv
 
+
+# Python for a user command's port: a free one in argv[1] (LOW-HIGH, from a random
+# start; "0": any), checked by binding it on loopback.
+PICK_PORT = """\
+import random, socket, sys
+low, _, high = sys.argv[1].partition("-")
+ports = list(range(int(low), int(high or low) + 1))
+start = random.randrange(len(ports))
+for port in ports[start:] + ports[:start]:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+else:
+    sys.exit("no free port in " + sys.argv[1])
+"""
 
 # $1: run folder (relative to $HOME); $2: "server" or "command"; the rest: the argv of
 # the server, or (command) one shell command line. Prints "pid PID" then, for the
@@ -136,7 +161,7 @@ export FIREFLYHPC_TOKEN
 {setup}
 cd || exit 4
 if [ "$kind" = command ]; then
-    port=$("$FIREFLYHPC_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 4
+    port=$("$FIREFLYHPC_PYTHON" -c "$PICK_PORT" "$FIREFLYHPC_PORTS") || exit 4
     cmd=$(printf '%s\n' "$1" | sed "s/{{port}}/$port/g")
     setsid sh -c "$cmd" >"$dir/server.log" 2>&1 </dev/null &
 else
@@ -246,8 +271,9 @@ def start_argv(spec: PayloadSpec, name: str, timeout: float = READY_TIMEOUT) -> 
     script = start_script(spec.setup, timeout)
     if spec.kind == "command":
         assert spec.command is not None
-        return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
-                "command", spec.command]
+        return ["env", f"FIREFLYHPC_PYTHON={spec.python}", f"FIREFLYHPC_PORTS={spec.ports_arg}",
+                f"PICK_PORT={PICK_PORT}", "sh", "-c", script, "sh", run_dir, "command",
+                spec.command]
     return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
             "server", *payload_argv(spec, f"{run_dir}/ready.json")]
 

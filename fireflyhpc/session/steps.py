@@ -24,4 +24,5 @@ def payload_spec(settings: ResolvedSettings, data_dirs: tuple[str, ...]) -> Payl
     """
     bind = "0.0.0.0" if settings.hop == "direct" else "127.0.0.1"
     return PayloadSpec.from_setting(settings.payload, python=settings.python,
-                                    setup=tuple(settings.setup), data_dirs=data_dirs, bind=bind)
+                                    setup=tuple(settings.setup), data_dirs=data_dirs, bind=bind,
+                                    ports=settings.port_range)

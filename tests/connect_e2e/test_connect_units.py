@@ -127,6 +127,37 @@ def test_launch_script_runs_a_real_server_and_stops_its_group(tmp_path: Path) ->
     assert not (tmp_path / server.run_dir).exists()
 
 
+@pytest.mark.parametrize("kind", ["builtin", "command"])
+def test_launch_honours_the_port_range(tmp_path: Path, kind: str) -> None:
+    """The profile's port_range: the server (builtin, or a user command's {port}) listens
+    on a free port inside it; the first of the two is taken here."""
+    import socket
+
+    for low in range(23000 + os.getpid() % 9000, 64000, 2):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", low + 1))
+                break
+            except OSError:
+                continue
+    command = f"{shlex.quote(sys.executable)} -m http.server {{port}} --bind 127.0.0.1"
+    spec = launch.PayloadSpec.from_setting("builtin" if kind == "builtin" else command,
+                                           python=sys.executable, ports=(low, low + 1))
+    if kind == "builtin":
+        argv = launch.payload_argv(spec, "r.json")
+        assert argv[argv.index("--port") + 1] == f"{low}-{low + 1}"
+    runner = LocalRunner(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", low))
+        busy.listen(1)
+        server = launch.start_payload(runner, spec, node="local", name="3-0123abcd",
+                                      token="t" * 40)
+    try:
+        assert server.port == low + 1
+    finally:
+        launch.stop_payload(runner, server)
+
+
 def test_launch_script_reports_an_early_death(tmp_path: Path) -> None:
     spec = launch.PayloadSpec(python="/bin/false")
     with pytest.raises(ServerError, match="exited at once"):
