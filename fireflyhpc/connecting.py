@@ -127,15 +127,12 @@ class Session:
         return self._server
 
     def iframe(self, width: int | str = "100%", height: int = 600) -> Any:
-        """The viewer for a Jupyter cell (an IPython IFrame, or an object with HTML)."""
+        """The viewer for a notebook cell (see :func:`fireflyhpc.notebook.show`)."""
         if not self.url:
             raise ServerError("the session is not open")
-        try:
-            from IPython.display import IFrame
-        except ImportError:
-            return _Html(f'<iframe src="{self.url}" width="{width}" height="{height}" '
-                         'frameborder="0"></iframe>')
-        return IFrame(self.url, width=width, height=height)
+        from fireflyhpc.notebook import show
+
+        return show(self.url, width=width, height=height)
 
     def _repr_html_(self) -> str:
         return (f'<a href="{self.url}" target="_blank">{self.url}</a> '
@@ -241,19 +238,6 @@ class Session:
 
 def _discard(value: object) -> None:
     """Drop a return value (cleanup steps return nothing)."""
-
-
-class _Html:
-    """Minimal rich-display object for environments without IPython."""
-
-    def __init__(self, html: str) -> None:
-        self.html = html
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def __str__(self) -> str:
-        return self.html
 
 
 def load_request_settings(request: ConnectRequest) -> ResolvedSettings:

@@ -61,8 +61,14 @@ class ServerHandle:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _repr_html_(self) -> str:  # Jupyter shows a link
-        return f'<a href="{self.url}" target="_blank">Firefly server on port {self.port}</a>'
+    def iframe(self, width: int | str = 700, height: int | str = 700) -> Any:
+        """The viewer, to display in a notebook cell (see :func:`fireflyhpc.notebook.show`)."""
+        from fireflyhpc.notebook import show
+
+        return show(self, width=width, height=height)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the viewer itself
+        return str(self.iframe()._repr_html_())
 
 
 def _directories(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None

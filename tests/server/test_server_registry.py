@@ -129,16 +129,27 @@ def test_firefly_compatible_names(data_tree: Path, app_dir: Path) -> None:
         as_app.stop()
 
 
-def test_notebook_show(data_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_show(data_tree: Path) -> None:
+    """show() of a handle or a token URL: an iframe whose URL holds a fresh ticket,
+    never the token; each rendering asks the server for a new ticket."""
     from fireflyhpc import notebook
 
-    frame = notebook.show("http://127.0.0.1:5/?token=abc", width=640, height=480)
-    assert (frame.src, frame.width, frame.height) == ("http://127.0.0.1:5/?token=abc", 640, 480)
-    handle = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
-                                            9, 1, "t")
-    assert notebook.show(handle).src == handle.url
+    with spawn_server(data_tree) as handle:
+        assert handle.token is not None
+        frame = notebook.show(handle, width=640, height=480)
+        first, second = frame._repr_html_(), notebook.show(handle.url)._repr_html_()
+        for html in (first, second):
+            assert handle.token not in html
+            assert html.startswith(f'<iframe src="{handle.base_url}?ticket=')
+        assert first != second and 'width="640" height="480"' in first
+        assert handle.token not in repr(frame) and handle.token not in handle._repr_html_()
+    plain = notebook.show("http://127.0.0.1:5/page?x=1")  # no token: nothing to protect
+    assert plain._repr_html_().startswith('<iframe src="http://127.0.0.1:5/page?x=1"')
     with pytest.raises(ConfigError):
         notebook.show(42)
-    monkeypatch.setitem(sys.modules, "IPython.display", None)
-    with pytest.raises(ConfigError, match="needs IPython"):
-        notebook.show(handle)
+    with pytest.raises(ConfigError):
+        notebook.show("file:///etc/passwd")
+    dead = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
+                                          9, 1, "t")
+    with pytest.raises(ServerError, match="cannot reach"):
+        notebook.show(dead)._repr_html_()
