@@ -104,12 +104,16 @@ class ViewerFrame:
         return f"ViewerFrame({self.page_url!r}, width={self.width!r}, height={self.height!r})"
 
 
-def show(url_or_handle: Any, width: int | str = 700, height: int | str = 700) -> ViewerFrame:
+def show(url_or_handle: Any, width: int | str = 700, height: int | str = 700, *,
+         proxy: bool | None = None) -> ViewerFrame:
     """The viewer of a server, to display in a notebook cell.
 
     ``url_or_handle`` is a server's token URL (as printed by ``fireflyhpc serve``
     or ``connect``) or a handle from :func:`fireflyhpc.server.spawn_server`.
-    Raises ConfigError if it is neither.
+    Under a Jupyter server with jupyter-server-proxy the frame goes through its
+    ``<base_url>proxy/<port>/`` route (``proxy``: None decides, True insists,
+    False never; see :mod:`fireflyhpc.notebook_route`). Raises ConfigError if
+    the argument is neither, or for proxy=True outside a Jupyter server.
     """
     if isinstance(url_or_handle, str):
         server_url, token = split_token_url(url_or_handle)
@@ -120,4 +124,6 @@ def show(url_or_handle: Any, width: int | str = 700, height: int | str = 700) ->
                               f"{type(url_or_handle).__name__}")
         server_url, _ = split_token_url(base)
         token = getattr(url_or_handle, "token", None)
-    return ViewerFrame(server_url, token, server_url, width, height)
+    from fireflyhpc.notebook_route import frame_base
+
+    return ViewerFrame(server_url, token, frame_base(server_url, proxy=proxy), width, height)
