@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "hop": "auto",
     "port_range": (8000, 8999),
     "template": "firefly",
-    "payload": "builtin",
+    "payload": "auto",
     "launch": "ssh",
     "job_name": "fireflyhpc",
     "local_port": None,

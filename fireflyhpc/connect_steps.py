@@ -94,6 +94,8 @@ def start_or_reuse(session: "Session", progress: Say) -> None:
     name = launch.run_name(session.job_id, session.id)
     session._server = launch.start_payload(conn, spec, node=session.node, name=name,
                                            token=session.token)
+    if spec.kind == "auto":
+        progress(launch.auto_choice(session._server.app, spec.python))
     cancel = session.job_id if session.submitted and not session.request.keep_job else None
     session._lifeline = launch.Lifeline(conn, session._server, cancel)
 

@@ -200,11 +200,16 @@ def python_command(value: Any) -> str:
                      "(no spaces; ~ is not expanded)")
 
 
+# The payloads that are fireflyhpc's own server (its --app values).
+PAYLOAD_APPS = ("auto", "builtin", "firefly")
+
+
 def payload(value: Any) -> str:
-    """``builtin``, ``firefly`` or a command line containing ``{port}``."""
-    text = _text(value, "'builtin', 'firefly' or a command containing {port}")
-    if text in ("builtin", "firefly"):
+    """``auto``, ``builtin``, ``firefly`` or a command line containing ``{port}``."""
+    text = _text(value, "'auto', 'builtin', 'firefly' or a command containing {port}")
+    if text in PAYLOAD_APPS:
         return text
     if "{port}" not in text or "\n" in text or "\0" in text:
-        raise ValueError("expected 'builtin', 'firefly' or a one-line command containing {port}")
+        raise ValueError("expected 'auto', 'builtin', 'firefly' or a one-line command "
+                         "containing {port}")
     return text
