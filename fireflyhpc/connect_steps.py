@@ -71,6 +71,7 @@ def start_or_reuse(session: "Session", progress: Say) -> None:
                                     node=session.node, token=session.token,
                                     name=launch.run_name(session.job_id, session.id))
         session._server = session._srun.server
+        _say_auto_choice(session, progress)
         return
     conn = session.node_conn()
     if not session.submitted:
@@ -94,10 +95,15 @@ def start_or_reuse(session: "Session", progress: Say) -> None:
     name = launch.run_name(session.job_id, session.id)
     session._server = launch.start_payload(conn, spec, node=session.node, name=name,
                                            token=session.token)
-    if spec.kind == "auto":
-        progress(launch.auto_choice(session._server.app, spec.python))
+    _say_auto_choice(session, progress)
     cancel = session.job_id if session.submitted and not session.request.keep_job else None
     session._lifeline = launch.Lifeline(conn, session._server, cancel)
+
+
+def _say_auto_choice(session: "Session", progress: Say) -> None:
+    """With payload auto, say which web app the server chose."""
+    if session.settings.payload == "auto" and session._server is not None:
+        progress(launch.auto_choice(session._server.app, session.settings.python))
 
 
 def _forget_detached(store: SessionStore, job_id: str) -> bool:

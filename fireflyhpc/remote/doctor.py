@@ -245,7 +245,7 @@ def firefly_check(firefly: str | None, settings: ResolvedSettings) -> Check:
 def _version_check(info: Mapping[str, Any], settings: ResolvedSettings, install: str) -> Check:
     local = fireflyhpc.__version__
     remote = info.get("fireflyhpc")
-    needed = settings.payload == "builtin"
+    needed = settings.payload in validate.PAYLOAD_APPS  # fireflyhpc's own server runs there
     status = FAIL if needed else WARN
     if not remote:
         return Check("fireflyhpc on the cluster", status,
