@@ -96,7 +96,11 @@ class ViewerFrame:
         return f"{self.page_url}{sep}{TICKET_PARAM}={quote(ticket, safe='')}"
 
     def _repr_html_(self) -> str:
-        return (f'<iframe src="{html.escape(self.src())}" width="{html.escape(str(self.width))}" '
+        try:
+            src = self.src()
+        except ServerError as exc:  # a notebook shows this instead of a formatter traceback
+            return f"<pre>fireflyhpc: {html.escape(str(exc))}</pre>"
+        return (f'<iframe src="{html.escape(src)}" width="{html.escape(str(self.width))}" '
                 f'height="{html.escape(str(self.height))}" frameborder="0" '
                 'allow="fullscreen" allowfullscreen></iframe>')
 

@@ -183,4 +183,5 @@ def test_notebook_show(data_tree: Path) -> None:
     dead = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
                                           9, 1, "t")
     with pytest.raises(ServerError, match="cannot reach"):
-        notebook.show(dead)._repr_html_()
+        notebook.show(dead).src()
+    assert notebook.show(dead)._repr_html_().startswith("<pre>fireflyhpc: cannot reach")
