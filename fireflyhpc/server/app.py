@@ -47,8 +47,8 @@ from werkzeug.wrappers import Response
 
 from fireflyhpc.datasets import Dataset, datasets_index
 from fireflyhpc.server import auth, firefly
-from fireflyhpc.server.frames import FrameGate
 from fireflyhpc.server.files import SECURITY_HEADERS, data_file, safe_file, send, serve_file
+from fireflyhpc.server.frames import FrameGate
 from fireflyhpc.server.viewers import FIREFLY, WebApp
 
 log = logging.getLogger(__name__)

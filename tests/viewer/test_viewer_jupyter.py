@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fireflyhpc.fireflydata import ParticleData, ParticleGroup, write_dataset
 from jupyter_kit import Jupyter, start_jupyter, stop_jupyter
 from viewer_chromium import Page
+
+from fireflyhpc.fireflydata import ParticleData, ParticleGroup, write_dataset
 
 pytestmark = pytest.mark.browser
 
