@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "hop": "auto",
     "port_range": None,  # any free port
     "template": "firefly",
-    "payload": "builtin",
+    "payload": "auto",
     "launch": "auto",
     "job_name": "fireflyhpc",
     "local_port": None,

@@ -216,15 +216,17 @@ def python_command(value: Any) -> str:
                      "(~ is not expanded)")
 
 
-# The payloads fireflyhpc itself serves (any other payload value is a command line).
-PAYLOAD_KINDS = ("builtin", "firefly")
+# The payloads that are fireflyhpc's own server (its --app values); any other payload
+# value is a command line.
+PAYLOAD_APPS = ("auto", "builtin", "firefly")
 
 
 def payload(value: Any) -> str:
-    """``builtin``, ``firefly`` or a command line containing ``{port}``."""
-    text = _text(value, "'builtin', 'firefly' or a command containing {port}")
-    if text in PAYLOAD_KINDS:
+    """``auto``, ``builtin``, ``firefly`` or a command line containing ``{port}``."""
+    text = _text(value, "'auto', 'builtin', 'firefly' or a command containing {port}")
+    if text in PAYLOAD_APPS:
         return text
     if "{port}" not in text or "\n" in text or "\0" in text:
-        raise ValueError("expected 'builtin', 'firefly' or a one-line command containing {port}")
+        raise ValueError("expected 'auto', 'builtin', 'firefly' or a one-line command "
+                         "containing {port}")
     return text

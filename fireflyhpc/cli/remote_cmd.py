@@ -54,13 +54,16 @@ def _progress(message: str) -> None:
 @click.option("--deps", type=click.Choice(["payload", "all"]), default="payload",
               show_default=True, help="Install only what the payload server needs, or every "
               "dependency (the SSH stack too).")
+@click.option("--with-firefly", "firefly", is_flag=False, flag_value="", default=None,
+              metavar="[=VERSION]", help="Also install Firefly (the latest, or VERSION) into "
+              "the venv, so that connect serves Firefly's own app.")
 @click.option("--force", is_flag=True, help="Reinstall even if this version is there.")
 @click.option("--print-python", is_flag=True, help="Print only the venv's python path.")
 @click.option("--accept-new-host-key", is_flag=True, help=_ACCEPT_HELP)
 @click.pass_context
 def remote_install_command(ctx: click.Context, cluster: str | None, login: str | None,
                            prefix: str | None, python: str, index: str, wheel_upload: bool,
-                           deps: str, force: bool, print_python: bool,
+                           deps: str, firefly: str | None, force: bool, print_python: bool,
                            accept_new_host_key: bool) -> None:
     """Install this version of fireflyhpc into a venv in your cluster home.
 
@@ -79,7 +82,7 @@ def remote_install_command(ctx: click.Context, cluster: str | None, login: str |
     settings = _settings(ctx, cluster, login)
     host = settings.require_login()
     request = InstallRequest(python=python, prefix=prefix, index=index, deps=deps, force=force,
-                             setup=settings.setup)
+                             setup=settings.setup, firefly=firefly)
     with _connect(ctx, host, accept_new_host_key) as conn:
         result = remote_install(conn, request, say=_progress)
     if print_python:
@@ -93,6 +96,9 @@ def remote_install_command(ctx: click.Context, cluster: str | None, login: str |
     else:
         click.echo(f"fireflyhpc {result.version} is already installed on {host} in "
                    f"{result.prefix} (--force reinstalls)")
+    if result.firefly is not None:
+        click.echo(f"Firefly {result.firefly} {'installed' if result.firefly_changed else 'was already'}"
+                   f" in that venv: connect serves Firefly's own app (--payload auto)")
     current = settings.python if settings.sources.get("python", "").startswith("profile") \
         else None
     if current != result.python_path:

@@ -40,6 +40,11 @@ for name in ("fireflyhpc", "flask", "waitress"):
     except Exception as exc:
         info[name] = None
         info[name + "_error"] = "{0}: {1}".format(type(exc).__name__, exc)
+try:  # Firefly's version without importing it (numpy, h5py...)
+    from importlib.metadata import version as dist_version
+    info["firefly"] = dist_version("firefly")
+except Exception:
+    info["firefly"] = None
 print(json.dumps(info))
 """
 
@@ -204,6 +209,7 @@ def python_checks(conn: Any, settings: ResolvedSettings) -> Iterator[Check]:
                     hint=install)
         yield Check("fireflyhpc on the cluster", SKIP, "needs the remote python")
         yield Check("Flask importable", SKIP, "needs the remote python")
+        yield Check("Firefly on the cluster", SKIP, "needs the remote python")
         return
     version = tuple(int(p) for p in str(info["python"]).split(".")[:2])
     if version < MIN_PYTHON:
@@ -218,12 +224,28 @@ def python_checks(conn: Any, settings: ResolvedSettings) -> Iterator[Check]:
     else:
         yield Check("Flask importable", FAIL, f"import flask: {info.get('flask_error')}",
                     hint=install)
+    yield firefly_check(info.get("firefly"), settings)
+
+
+def firefly_check(firefly: str | None, settings: ResolvedSettings) -> Check:
+    """Firefly in the profile's python: which version, and what connect serves (pure)."""
+    cluster = settings.cluster or "NAME"
+    add = f"run `fireflyhpc remote-install --cluster {cluster} --with-firefly`"
+    if firefly:
+        serves = {"builtin": "connect serves the bundled viewer (payload = builtin)"}.get(
+            settings.payload, "connect serves Firefly's own app")
+        return Check("Firefly on the cluster", PASS, f"firefly {firefly}; {serves}")
+    if settings.payload == "firefly":
+        return Check("Firefly on the cluster", FAIL, "not installed, but payload = firefly",
+                     hint=add)
+    return Check("Firefly on the cluster", PASS, "not installed: connect serves the bundled "
+                 f"viewer (to serve Firefly's own app, {add})")
 
 
 def _version_check(info: Mapping[str, Any], settings: ResolvedSettings, install: str) -> Check:
     local = fireflyhpc.__version__
     remote = info.get("fireflyhpc")
-    needed = settings.payload == "builtin"
+    needed = settings.payload in validate.PAYLOAD_APPS  # fireflyhpc's own server runs there
     status = FAIL if needed else WARN
     if not remote:
         return Check("fireflyhpc on the cluster", status,

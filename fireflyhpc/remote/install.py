@@ -57,6 +57,7 @@ class InstallRequest:
     deps: str = "payload"  # payload | all
     force: bool = False
     setup: Sequence[str] = ()  # the profile's environment setup lines
+    firefly: str | None = None  # Firefly too: "" any version, else that version
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class RemoteInstall:
     seconds: float = 0.0
     base_python: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    firefly: str | None = None  # the Firefly version there, when asked for
+    firefly_changed: bool = False
 
 
 Say = Callable[[str], None]
@@ -322,8 +325,18 @@ def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteI
         else:
             _check_replaceable(conn, prefix, marker, req.force)
             mode = _fresh_venv(conn, req, target, prefix, build, say)
+        firefly, firefly_changed = None, False
+        if req.firefly is not None:
+            from fireflyhpc.remote import firefly_install
+
+            used = mode if mode in ("index", "upload") else str((marker or {}).get("mode"))
+            use_index = req.index == "yes" or (req.index == "auto" and used == "index")
+            firefly, firefly_changed = firefly_install.install_firefly(
+                conn, prefix, target, req.firefly, use_index, req.force, say)
+            firefly_install.record(conn, posixpath.join(prefix, MARKER), firefly)
     return RemoteInstall(python, version, prefix, changed=mode != "present", mode=mode,
-                         seconds=time.monotonic() - start, base_python=target.executable)
+                         seconds=time.monotonic() - start, base_python=target.executable,
+                         firefly=firefly, firefly_changed=firefly_changed)
 
 
 def _usable(conn: tgt.Runs, marker: dict[str, Any] | None, prefix: str, version: str,

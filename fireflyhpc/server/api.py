@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import psutil
 
-from fireflyhpc.errors import ServerError
+from fireflyhpc.errors import ConfigError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,14 @@ class ServerHandle:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _repr_html_(self) -> str:  # Jupyter shows a link
-        return f'<a href="{self.url}" target="_blank">Firefly server on port {self.port}</a>'
+    def iframe(self, width: int | str = 700, height: int | str = 700) -> Any:
+        """The viewer, to display in a notebook cell (see :func:`fireflyhpc.notebook.show`)."""
+        from fireflyhpc.notebook import show
+
+        return show(self, width=width, height=height)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the viewer itself
+        return str(self.iframe()._repr_html_())
 
 
 def _directories(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
@@ -189,36 +196,85 @@ def _reap(processes: Iterable[psutil.Process]) -> None:
             pass
 
 
+# Firefly 3.6.0's spawnFireflyServer arguments that change nothing here, and why.
+_NOT_APPLICABLE = {
+    "frames_per_second": "only paces Firefly's Flask /stream, which fireflyhpc does not serve",
+    "decimation_factor": "only thins data sent to Firefly's Flask /data_input, which "
+                         "fireflyhpc does not serve",
+    "multiple_rooms": "rooms separate Firefly's Flask socket sessions; every browser here "
+                      "has its own view anyway",
+    "method='flask'": "fireflyhpc serves Firefly's app and data from its own token-protected "
+                      "server (like method='http'); Firefly's Flask-only features (Load New "
+                      "Data, sendDataViaFlask, settings exchange, /stream) are not available",
+    "public": "fireflyhpc never accepts data from the browser (what Firefly's public mode "
+              "turns off); the server still binds 127.0.0.1 and needs its token (for other "
+              "machines use host=..., or fireflyhpc tunnel / connect)",
+}
+_said: set[str] = set()
+
+
+def firefly_arguments(method: str | None, directory: str | os.PathLike[str] | None,
+                      frames_per_second: int | None, decimation_factor: int | None,
+                      multiple_rooms: bool | None, public: bool | None
+                      ) -> tuple[dict[str, Any], list[str]]:
+    """Map Firefly's spawnFireflyServer arguments to :func:`spawn_server` keywords.
+
+    Returns the keywords and the names of the arguments given that do not apply
+    (keys of ``_NOT_APPLICABLE``). Pure; raises ConfigError for a ``method``
+    Firefly does not know either.
+    """
+    if method not in (None, "flask", "http"):
+        raise ConfigError(f"spawnFireflyServer: method={method!r}: Firefly knows 'flask' and "
+                          "'http'")
+    given = {"frames_per_second": frames_per_second is not None,
+             "decimation_factor": decimation_factor is not None,
+             "multiple_rooms": bool(multiple_rooms), "method='flask'": method == "flask",
+             "public": bool(public)}
+    keywords: dict[str, Any] = {}
+    if directory is not None and os.path.isfile(os.path.join(directory, "index.html")):
+        keywords["app"] = os.fspath(directory)  # Firefly's meaning: a copy of its web app
+    elif directory is not None:
+        keywords["directory"] = os.fspath(directory)
+    return keywords, [name for name, yes in given.items() if yes]
+
+
+def _say_once(names: Sequence[str]) -> None:
+    new = [name for name in names if name not in _said]
+    if new:
+        _said.update(new)
+        warnings.warn("spawnFireflyServer: " + "; ".join(
+            f"{name}: {_NOT_APPLICABLE[name]}" for name in new), stacklevel=3)
+
+
 def spawnFireflyServer(port: int = 0, method: str | None = None,  # noqa: N802
                        directory: str | os.PathLike[str] | None = None,
                        frames_per_second: int | None = None, decimation_factor: int | None = None,
-                       max_time: float = 60.0, multiple_rooms: bool = False, public: bool = False,
-                       **kwargs: Any) -> ServerHandle:
+                       max_time: float = 60.0, multiple_rooms: bool | None = None,
+                       public: bool | None = None, **kwargs: Any) -> ServerHandle:
     """Firefly-compatible spelling of :func:`spawn_server`.
 
-    Takes Firefly 3's arguments in Firefly's order (port, method, directory,
-    frames_per_second, decimation_factor, max_time, multiple_rooms, public).
+    Takes Firefly 3.6.0's arguments in Firefly's order (port, method, directory,
+    frames_per_second, decimation_factor, max_time, multiple_rooms, public);
+    other keywords go to :func:`spawn_server` (``app``, ``demo``, ``host``...).
     In Firefly ``directory`` is a copy of Firefly's web app: a directory with an
     ``index.html`` is served as the app (``--app PATH``), any other directory as
-    data. ``max_time`` bounds the wait; ``public=True`` binds 0.0.0.0 (the token
-    is still required). ``method``, ``frames_per_second``, ``decimation_factor``
-    and ``multiple_rooms`` have no meaning here and are ignored. Unlike Firefly,
-    port 0 (the default) picks a free port, and a :class:`ServerHandle` (with
-    ``.process``) is returned instead of the Popen object.
+    data. ``max_time`` bounds the wait. The arguments that change nothing here
+    (``method='flask'``, ``frames_per_second``, ``decimation_factor``,
+    ``multiple_rooms``, ``public``) are named in one warning, once per process
+    each. ``public=True`` never binds another address nor drops the token.
+    Unlike Firefly, port 0 (the default) picks a free port, and a
+    :class:`ServerHandle` (with ``.process``; displayed in a notebook, the
+    viewer) is returned instead of the Popen object.
     """
-    ignored = {"method": method, "frames_per_second": frames_per_second,
-               "decimation_factor": decimation_factor, "multiple_rooms": multiple_rooms or None}
-    if any(value is not None for value in ignored.values()):
-        log.info("spawnFireflyServer: %s ignored by fireflyhpc",
-                 ", ".join(k for k, v in ignored.items() if v is not None))
-    if directory is not None and os.path.isfile(os.path.join(directory, "index.html")):
-        kwargs.setdefault("app", os.fspath(directory))
-        directory = None
-    if public:
-        kwargs.setdefault("host", "0.0.0.0")
-    return spawn_server(directory, port, timeout=max_time, **kwargs)
+    keywords, not_applicable = firefly_arguments(method, directory, frames_per_second,
+                                                 decimation_factor, multiple_rooms, public)
+    _say_once(not_applicable)
+    for key, value in keywords.items():
+        kwargs.setdefault(key, value)
+    return spawn_server(port=port, timeout=max_time, **kwargs)
 
 
-def quitAllFireflyServers(pid: int | None = None) -> list[int]:  # noqa: N802
-    """Firefly-compatible spelling of :func:`quit_all_servers`."""
-    return quit_all_servers(pid)
+def quitAllFireflyServers(pid: int | Any = None) -> list[int]:  # noqa: N802
+    """Firefly-compatible spelling of :func:`quit_all_servers`: ``pid`` may also be
+    what spawnFireflyServer returned (anything with a ``.pid``)."""
+    return quit_all_servers(getattr(pid, "pid", pid))

@@ -27,6 +27,10 @@ With Firefly's own app only (see :mod:`fireflyhpc.server.firefly`):
 ``/static/data/<name>/<relative path>``
     The same files as ``/data/<name>/<relative path>``.
 
+``/_frame`` (POST) and ``/_frame/<key>/<any URL above>``
+    A notebook frame's ticket and key (:mod:`fireflyhpc.server.frames`): the
+    whole layout again under a per-frame path prefix.
+
 Paths that leave a served directory (``..``, encoded or not, symlinks pointing
 out, absolute paths, hidden files) and directories give 404: there are no
 listings. Responses carry ETag and Last-Modified (304 on a match), honour Range
@@ -44,6 +48,7 @@ from werkzeug.wrappers import Response
 from fireflyhpc.datasets import Dataset, datasets_index
 from fireflyhpc.server import auth, firefly
 from fireflyhpc.server.files import SECURITY_HEADERS, data_file, safe_file, send, serve_file
+from fireflyhpc.server.frames import FrameGate
 from fireflyhpc.server.viewers import FIREFLY, WebApp
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,8 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
         return _app_file(path)
 
     app.wsgi_app = DataFastPath(app.wsgi_app, datasets, token)  # type: ignore[method-assign]
+    if token is not None:
+        app.wsgi_app = FrameGate(app.wsgi_app, token)  # type: ignore[method-assign]
     return app
 
 

@@ -7,7 +7,13 @@ A request is let in when it carries the token as
   the token leaves the address bar and the browser history;
 - that cookie (its name is derived from a hash of the token, so several servers
   on one host, whose cookies browsers do not separate by port, do not clash);
-- an ``Authorization: Bearer <token>`` header, for scripts.
+- an ``Authorization: Bearer <token>`` header, for scripts;
+- a notebook frame's key in the URL path (``/_frame/<key>/...``), obtained with a
+  single-use ticket: see :mod:`fireflyhpc.server.frames` (cross-site frames get
+  no SameSite cookie).
+
+Redirects use relative ``Location`` values, so they stay right behind a path
+prefix (a frame's key, or a proxy such as jupyter-server-proxy).
 
 Anything else gets a short 403 page saying how to get in. Comparison is
 constant-time. The token never appears on a command line: it comes from the
@@ -33,6 +39,9 @@ from werkzeug.http import parse_cookie
 from fireflyhpc.errors import ConfigError
 
 TOKEN_ENV = "FIREFLYHPC_TOKEN"
+# WSGI environ key set by fireflyhpc.server.frames for a request under a valid
+# frame key (a client cannot set it: header values arrive as HTTP_* keys).
+FRAME_ENV = "fireflyhpc.frame"
 _MAX_TOKEN = 512
 
 FORBIDDEN_PAGE = """<!doctype html>
@@ -122,19 +131,27 @@ def _bearer(header: str) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
+def bearer_matches(header: str | None, token: str) -> bool:
+    """True if an Authorization header value is ``Bearer <token>``."""
+    return bool(header) and _matches(_bearer(header or ""), token)
+
+
 def carries_token(environ: Mapping[str, Any], token: str) -> bool:
-    """True if the request carries ``token`` in its cookie or a Bearer header
-    (the ``?token=`` first visit is handled by :func:`install`'s hook)."""
-    header = environ.get("HTTP_AUTHORIZATION")
-    if header and _matches(_bearer(header), token):
+    """True if the request carries ``token`` in its cookie or a Bearer header, or
+    came through a valid frame key (the ``?token=`` first visit is handled by
+    :func:`install`'s hook)."""
+    if environ.get(FRAME_ENV) is True or bearer_matches(environ.get("HTTP_AUTHORIZATION"),
+                                                          token):
         return True
     cookies = environ.get("HTTP_COOKIE")
     return bool(cookies) and _matches(parse_cookie(cookies).get(cookie_name(token)), token)
 
 
 def _clean_url() -> str:
+    """The visited URL without ``token``, relative to itself (right behind any prefix)."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-    return request.path + (("?" + urlencode(args)) if args else "")
+    last = "./" + request.path.rsplit("/", 1)[1]  # "./": a segment "a:b" is no scheme
+    return last + (("?" + urlencode(args)) if args else "")
 
 
 def _forbidden() -> Response:

@@ -77,6 +77,7 @@ def serve(request: ServeRequest) -> None:
                  ", ".join(f"{d.name}={d.root}" for d in datasets) or "none")
         app = create_app(webapp, datasets, token)
         options = runner.RunOptions(token=token, open_browser=request.open_browser,
+                                    app=webapp.kind,
                                     ready_file=Path(request.ready_file) if request.ready_file
                                     else None)
         runner.run(app, listener, options)

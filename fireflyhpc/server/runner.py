@@ -158,6 +158,7 @@ class RunOptions:
 
     token: str | None
     ready_file: Path | None = None
+    app: str = ""  # the web app's kind, for the ready file
     open_browser: bool = True
     register: bool = True
     out: TextIO = field(default_factory=lambda: sys.stdout)
@@ -188,7 +189,7 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
             except OSError as exc:  # the server works without; only quit_all_servers misses it
                 log.warning("cannot record this server in the registry: %s", exc)
         if options.ready_file is not None:
-            write_ready_file(options.ready_file, listener)
+            write_ready_file(options.ready_file, listener, options.app)
         url = token_url(base, options.token)
         print(url, file=options.out, flush=True)
         if options.open_browser:
@@ -206,12 +207,13 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
             _remove(options.ready_file)
 
 
-def write_ready_file(path: Path, listener: Listener) -> None:
-    """Atomically write pid, host, port and url (never the token) to ``path``."""
+def write_ready_file(path: Path, listener: Listener, app: str = "") -> None:
+    """Atomically write pid, host, port, url and the web app's kind (never the
+    token) to ``path``."""
     from fireflyhpc.server.registry import write_json_atomic
 
     document = {"version": 1, "pid": os.getpid(), "host": listener.host,
-                "port": listener.port, "url": listener.base_url()}
+                "port": listener.port, "url": listener.base_url(), "app": app}
     try:
         write_json_atomic(Path(path), document, mode=0o600)
     except OSError as exc:

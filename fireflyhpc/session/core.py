@@ -184,6 +184,7 @@ class Session:
         self._srun = SrunPayload(self._login, spec, job_id=self.job_id, node=self.node,
                                  token=self.token, name=launch.run_name(self.job_id, self.id))
         self._server = self._srun.server
+        self._say_app_choice(progress)
 
     def _start_with_ssh(self, conn: Any, progress: Say) -> None:
         assert self.job_id and self.node
@@ -197,8 +198,14 @@ class Session:
         progress(f"starting the payload on {self.node}")
         self._server = launch.start_payload(conn, spec, node=self.node, name=name,
                                             token=self.token)
+        self._say_app_choice(progress)
         self._lifeline = launch.Lifeline(conn, self._server,
                                          self.job_id if self._cancels_job() else None)
+
+    def _say_app_choice(self, progress: Say) -> None:
+        """With payload auto, say which web app the server chose."""
+        if self.settings.payload == "auto" and self._server is not None:
+            progress(launch.auto_choice(self._server.app, self.settings.python))
 
     def _reuse_detached(self, conn: Any, progress: Say) -> bool:
         assert self.job_id and self.node
@@ -365,29 +372,14 @@ class Session:
 
     # -- display in Jupyter ---------------------------------------------------------------
     def iframe(self, width: int | str = "100%", height: int = 600) -> Any:
-        """The viewer for a Jupyter cell (an IPython IFrame, or an object with HTML)."""
+        """The viewer for a notebook cell (see :func:`fireflyhpc.notebook.show`)."""
         if not self.url:
             raise ServerError("the session is not open")
-        try:
-            from IPython.display import IFrame
-        except ImportError:
-            return _Html(f'<iframe src="{self.url}" width="{width}" height="{height}" '
-                         'frameborder="0"></iframe>')
-        return IFrame(self.url, width=width, height=height)
+        from fireflyhpc.notebook import show
+
+        return show(self.url, width=width, height=height)
 
     def _repr_html_(self) -> str:
         return (f'<a href="{self.url}" target="_blank">{self.url}</a> '
                 f'(job {self.job_id} on {self.node})')
 
-
-class _Html:
-    """Minimal rich-display object for environments without IPython."""
-
-    def __init__(self, html: str) -> None:
-        self.html = html
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def __str__(self) -> str:
-        return self.html

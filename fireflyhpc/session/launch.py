@@ -31,7 +31,7 @@ from typing import Any, Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
 from fireflyhpc.scheduler import slurm
-from fireflyhpc.validate import PAYLOAD_KINDS
+from fireflyhpc.validate import PAYLOAD_APPS
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,12 @@ class Connection(Runner, Protocol):
 class PayloadSpec:
     """What to run on the node.
 
-    ``kind`` is ``builtin``, ``firefly`` or ``command`` (then ``command`` is the
-    user's one-line shell command containing ``{port}``).
+    ``kind`` is ``auto`` (Firefly's app if the cluster Python has it, else the
+    bundled viewer), ``builtin``, ``firefly`` or ``command`` (then ``command`` is
+    the user's one-line shell command containing ``{port}``).
     """
 
-    kind: str = "builtin"
+    kind: str = "auto"
     python: str = "python3"
     setup: tuple[str, ...] = ()
     data_dirs: tuple[str, ...] = ()
@@ -80,7 +81,7 @@ class PayloadSpec:
     @classmethod
     def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
         """The spec for a profile/flag ``payload`` value (builtin, firefly or a command)."""
-        if payload in PAYLOAD_KINDS:
+        if payload in PAYLOAD_APPS:
             return cls(kind=payload, **values)  # type: ignore[arg-type]
         return cls(kind="command", command=payload, **values)  # type: ignore[arg-type]
 
@@ -98,6 +99,7 @@ class RemoteServer:
     pgid: int
     port: int
     run_name: str
+    app: str = ""  # the web app the server chose (firefly, builtin, custom), if it said
 
     @property
     def run_dir(self) -> str:
@@ -119,13 +121,13 @@ def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
     No data folder means the demo galaxy. ``ready_file`` is relative to the
     remote home (the server runs there).
     """
-    if spec.kind not in PAYLOAD_KINDS:
-        raise ValueError(f"payload_argv is for builtin/firefly, not {spec.kind!r}")
+    if spec.kind not in PAYLOAD_APPS:
+        raise ValueError(f"payload_argv is for {'/'.join(PAYLOAD_APPS)}, not {spec.kind!r}")
     argv = [spec.python, "-m", "fireflyhpc", "serve", *spec.data_dirs]
     if not spec.data_dirs:
         argv.append("--demo")
-    argv += ["--port", spec.ports_arg, "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
-             "--app", "firefly" if spec.kind == "firefly" else "builtin"]
+    argv += ["--port", spec.ports_arg, "--host", spec.bind, "--no-browser", "--ready-file",
+             ready_file, "--app", spec.kind]
     return argv
 
 
@@ -281,6 +283,7 @@ def start_argv(spec: PayloadSpec, name: str, timeout: float = READY_TIMEOUT) -> 
 def parse_start_output(stdout: str, node: str, name: str) -> RemoteServer:
     """The server a successful start script described; ServerError if unreadable."""
     pgid = port = None
+    app = ""
     text = stdout.strip()
     for line in text.splitlines():
         words = line.split()
@@ -291,13 +294,22 @@ def parse_start_output(stdout: str, node: str, name: str) -> RemoteServer:
                 port = int(words[1])
     if "{" in text:  # the ready file's JSON, possibly over several lines
         try:
-            port = int(json.loads(text[text.index("{"):])["port"])
-        except (ValueError, KeyError, TypeError):
+            ready = json.loads(text[text.index("{"):])
+            port, app = int(ready["port"]), str(ready.get("app") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
             port = None
     if pgid is None or port is None:
         raise ServerError(f"the payload on {node} did not report its pid and port: "
                           f"{text[:200]!r}")
-    return RemoteServer(node=node, pgid=pgid, port=port, run_name=name)
+    return RemoteServer(node=node, pgid=pgid, port=port, run_name=name, app=app)
+
+
+def auto_choice(app: str, python: str) -> str:
+    """What ``--payload auto`` turned out to serve, in words (pure)."""
+    if app == "firefly":
+        return f"serving Firefly's own app (firefly is installed for {python})"
+    return (f"serving the bundled viewer (no firefly for {python}; "
+            "`fireflyhpc remote-install --with-firefly` adds it)")
 
 
 def start_payload(conn: Runner, spec: PayloadSpec, *, node: str, name: str, token: str,

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from fireflyhpc.config import ResolvedSettings, load_settings
 from fireflyhpc.errors import ConfigError, FireflyHPCError
-from fireflyhpc.validate import PAYLOAD_KINDS
+from fireflyhpc.validate import PAYLOAD_APPS
 
 Say = Callable[[str], None]
 
@@ -50,7 +50,7 @@ class ConnectRequest:
         settings = load_settings(self.config, self.flags(), cluster=self.cluster)
         if settings.launch == "srun":
             refused = ("--detach" if self.detach else
-                       "a payload command" if settings.payload not in PAYLOAD_KINDS else None)
+                       "a payload command" if settings.payload not in PAYLOAD_APPS else None)
             if refused:
                 raise ConfigError(f"{refused} is not supported with launch = \"srun\"",
                                   hint="the payload is a job step that ends with connect; "

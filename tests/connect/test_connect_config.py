@@ -112,7 +112,7 @@ def test_python_command() -> None:
 
 
 def test_payload_kinds() -> None:
-    assert v.payload("builtin") == "builtin"
+    assert v.payload("builtin") == "builtin" and v.payload("auto") == "auto"
     assert v.payload("jupyter lab --port {port}") == "jupyter lab --port {port}"
     for bad in ("jupyter lab", "x {port}\ny", 3):
         with pytest.raises(ValueError):

@@ -234,7 +234,8 @@ def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) ->
         assert (session.job_id, session.node) == (job_id, node)
         port, token = url_parts(session.url)
         assert http_get(port, "/datasets.json", token)[0] == 200
-        assert session.url in session.iframe(height=500)._repr_html_()
+        frame = session.iframe(height=500)._repr_html_()  # a ticket, never the token
+        assert f'src="http://127.0.0.1:{port}/?ticket=' in frame and token not in frame
         assert _session(bench, job_id)["local_port"] == port
     assert_nothing_left(bench, job_id, port, job_gone=False)
     assert bench.squeue().get(job_id) == "RUNNING"

@@ -21,12 +21,13 @@ from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
 
-def test_payload_argv_builtin_demo_and_data() -> None:
-    spec = launch.PayloadSpec(python="/opt/py/bin/python")
+def test_payload_argv_auto_demo_and_data() -> None:
+    spec = launch.PayloadSpec(python="/opt/py/bin/python")  # auto: the server decides
     assert launch.payload_argv(spec, ".fireflyhpc/run/1-abcdef01/ready.json") == [
         "/opt/py/bin/python", "-m", "fireflyhpc", "serve", "--demo", "--port", "0", "--host",
         "127.0.0.1", "--no-browser", "--ready-file", ".fireflyhpc/run/1-abcdef01/ready.json",
-        "--app", "builtin"]
+        "--app", "auto"]
+    assert launch.payload_argv(launch.PayloadSpec.from_setting("builtin"), "r")[-1] == "builtin"
     spec = launch.PayloadSpec(kind="firefly", data_dirs=("sims/a b", "x"))
     argv = launch.payload_argv(spec, "r.json")
     assert argv[4:6] == ["sims/a b", "x"] and "--demo" not in argv
@@ -53,6 +54,11 @@ def test_parse_start_output_multiline_ready_json() -> None:
     server = launch.parse_start_output(out, "node1", "1-deadbeef")
     assert (server.pgid, server.port, server.run_dir) == (4242, 39001,
                                                           ".fireflyhpc/run/1-deadbeef")
+    assert server.app == ""  # an older server does not say which app it chose
+    out = 'pid 7\n{"version": 1, "pid": 7, "port": 39002, "app": "firefly"}\n'
+    assert launch.parse_start_output(out, "node1", "1-deadbeef").app == "firefly"
+    assert "Firefly's own app" in launch.auto_choice("firefly", "/v/bin/python")
+    assert "--with-firefly" in launch.auto_choice("builtin", "/v/bin/python")
     assert launch.parse_start_output("pid 5\nport 8123\n", "n", "1-deadbeef").port == 8123
     with pytest.raises(ServerError):
         launch.parse_start_output("pid 5\n", "n", "1-deadbeef")

@@ -188,7 +188,8 @@ def test_doctor_all_pass_after_remote_install(cluster, cluster_payload_python, c
     names = [line.split(":", 1)[0][2:] for line in out]
     assert names == ["login reachable", "host key known", "login authenticated",
                      "Slurm commands", "partitions", "remote python",
-                     "fireflyhpc on the cluster", "Flask importable", "TCP login -> node",
+                     "fireflyhpc on the cluster", "Flask importable", "Firefly on the cluster",
+                     "TCP login -> node",
                      "port forwarding", "SSH to compute node", "home space"]
     assert all(line.startswith("✓ ") for line in out), "\n".join(out)
 

@@ -152,3 +152,21 @@ def test_regular_install_is_repacked_into_an_installable_wheel(source_wheel, tmp
                            text=True, timeout=60, cwd=tmp_path, check=True).stdout
     assert Path(where.strip()).parent == site2 / "fireflyhpc"
     assert (site2 / "fireflyhpc" / "remote" / "install.py").is_file()
+
+
+def test_firefly_requirement_and_doctor_line() -> None:
+    from types import SimpleNamespace
+
+    from fireflyhpc.remote.doctor import FAIL, PASS, firefly_check
+    from fireflyhpc.remote.firefly_install import requirement
+
+    assert requirement("") == "firefly" and requirement("3.6.0") == "firefly==3.6.0"
+    with pytest.raises(ConfigError):
+        requirement("3.6; rm -rf ~")
+    auto = SimpleNamespace(cluster="mini", payload="auto")
+    check = firefly_check("3.6.0", auto)  # type: ignore[arg-type]
+    assert (check.status, check.detail) == (PASS, "firefly 3.6.0; connect serves Firefly's own app")
+    missing = firefly_check(None, auto)  # type: ignore[arg-type]
+    assert missing.status == PASS and "--with-firefly" in missing.detail
+    needed = firefly_check(None, SimpleNamespace(cluster="mini", payload="firefly"))  # type: ignore[arg-type]
+    assert needed.status == FAIL and "--with-firefly" in (needed.hint or "")

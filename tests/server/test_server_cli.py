@@ -48,7 +48,7 @@ def test_url_line_ready_file_and_registry(data_tree: Path, tmp_path: Path,
         assert serve.url.startswith("http://127.0.0.1:") and "?token=" in serve.url
         ready = json.loads(serve.ready_file.read_text())
         assert ready["pid"] == serve.process.pid
-        assert ready["host"] == "127.0.0.1"
+        assert ready["host"] == "127.0.0.1" and ready["app"] == "builtin"
         assert ready["url"] == serve.base == f"http://127.0.0.1:{ready['port']}/"
         assert serve.token not in serve.ready_file.read_text()
         assert stat.S_IMODE(serve.ready_file.stat().st_mode) == 0o600

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -114,31 +115,73 @@ def test_spawn_failure_reports_the_childs_error(tmp_path: Path) -> None:
     assert running_servers() == []
 
 
-def test_firefly_compatible_names(data_tree: Path, app_dir: Path) -> None:
-    handle = spawnFireflyServer(0, "flask", str(data_tree), 30, 1, 60)
-    as_app = spawnFireflyServer(0, directory=str(app_dir))
+def test_firefly_compatible_names(data_tree: Path, app_dir: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Firefly 3.6.0's positional order works; the arguments that do not apply are
+    said in one warning, once per process each; public=True keeps loopback and token;
+    quitAllFireflyServers takes a pid or the returned handle."""
+    from fireflyhpc.server import api
+
+    monkeypatch.setattr(api, "_said", set())
+    with pytest.warns(UserWarning) as said:
+        handle = spawnFireflyServer(0, "flask", str(data_tree), 30, 1, 60, True, True)
+    as_app = spawnFireflyServer(0, "http", directory=str(app_dir), frames_per_second=24,
+                                multiple_rooms=False, public=True)  # all said already
     try:
+        assert len(said) == 1
+        text = str(said[0].message)
+        for name in ("method='flask'", "frames_per_second", "decimation_factor",
+                     "multiple_rooms", "public"):
+            assert name in text
+        for server in (handle, as_app):
+            assert server.base_url.startswith("http://127.0.0.1:")
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                urllib.request.urlopen(server.base_url + "datasets.json", timeout=10)
         assert fetch(handle.base_url, "data/galaxy/notes.txt", handle.token or "") == b"hello\n"
         assert b"test app" in fetch(as_app.base_url, "", as_app.token or "")
         assert fireflyhpc.spawnFireflyServer is spawnFireflyServer
         assert fireflyhpc.quitAllFireflyServers is quitAllFireflyServers
-        assert quitAllFireflyServers(handle.pid) == [handle.pid]
+        assert quitAllFireflyServers(handle) == [handle.pid]
         assert quitAllFireflyServers() == [as_app.pid]
     finally:
         handle.stop()
         as_app.stop()
 
 
-def test_notebook_show(data_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_firefly_arguments_mapping(app_dir: Path, data_tree: Path) -> None:
+    from fireflyhpc.server.api import firefly_arguments
+
+    assert firefly_arguments(None, None, None, None, None, None) == ({}, [])
+    assert firefly_arguments("http", str(app_dir), None, None, False, False) == \
+        ({"app": str(app_dir)}, [])
+    assert firefly_arguments("flask", data_tree, 30, None, None, None) == \
+        ({"directory": str(data_tree)}, ["frames_per_second", "method='flask'"])
+    with pytest.raises(ConfigError, match="method='ws'"):
+        firefly_arguments("ws", None, None, None, None, None)
+
+
+def test_notebook_show(data_tree: Path) -> None:
+    """show() of a handle or a token URL: an iframe whose URL holds a fresh ticket,
+    never the token; each rendering asks the server for a new ticket."""
     from fireflyhpc import notebook
 
-    frame = notebook.show("http://127.0.0.1:5/?token=abc", width=640, height=480)
-    assert (frame.src, frame.width, frame.height) == ("http://127.0.0.1:5/?token=abc", 640, 480)
-    handle = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
-                                            9, 1, "t")
-    assert notebook.show(handle).src == handle.url
+    with spawn_server(data_tree) as handle:
+        assert handle.token is not None
+        frame = notebook.show(handle, width=640, height=480)
+        first, second = frame._repr_html_(), notebook.show(handle.url)._repr_html_()
+        for html in (first, second):
+            assert handle.token not in html
+            assert html.startswith(f'<iframe src="{handle.base_url}?ticket=')
+        assert first != second and 'width="640" height="480"' in first
+        assert handle.token not in repr(frame) and handle.token not in handle._repr_html_()
+    plain = notebook.show("http://127.0.0.1:5/page?x=1")  # no token: nothing to protect
+    assert plain._repr_html_().startswith('<iframe src="http://127.0.0.1:5/page?x=1"')
     with pytest.raises(ConfigError):
         notebook.show(42)
-    monkeypatch.setitem(sys.modules, "IPython.display", None)
-    with pytest.raises(ConfigError, match="needs IPython"):
-        notebook.show(handle)
+    with pytest.raises(ConfigError):
+        notebook.show("file:///etc/passwd")
+    dead = fireflyhpc.server.ServerHandle("http://127.0.0.1:9/?token=t", "http://127.0.0.1:9/",
+                                          9, 1, "t")
+    with pytest.raises(ServerError, match="cannot reach"):
+        notebook.show(dead).src()
+    assert notebook.show(dead)._repr_html_().startswith("<pre>fireflyhpc: cannot reach")

@@ -3,7 +3,9 @@
 One reusable helper: :class:`Chromium` starts a fresh browser (own profile in a
 temporary directory, loopback only, software WebGL through SwiftShader) and
 :class:`Page` talks to its tab over the DevTools websocket: navigate, evaluate
-JavaScript, wait for a condition, collect console errors, take a screenshot.
+JavaScript (also inside an embedded frame of another origin, whether Chromium
+runs it in the page's process or its own), wait for a condition, collect
+console errors, take a screenshot.
 :func:`png_pixels` decodes the screenshot (zlib + PNG filters) so a test can
 count the pixels that are not background.
 """
@@ -56,15 +58,23 @@ class Page:
         self.events: list[dict[str, Any]] = []
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
+        # out-of-process frames (other sites) become child sessions on this socket
+        self.call("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": False,
+                                           "flatten": True})
 
     def close(self) -> None:
         self.ws.close()
 
-    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60) -> Any:
-        """Send one DevTools command and return its result (events are kept)."""
+    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60,
+             session_id: str | None = None) -> Any:
+        """Send one DevTools command (to a child session if given) and return its
+        result (events are kept)."""
         self.next_id += 1
         my_id = self.next_id
-        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params or {}}))
+        message = {"id": my_id, "method": method, "params": params or {}}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        self.ws.send(json.dumps(message))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -79,24 +89,68 @@ class Page:
                 self.events.append(message)
         raise BrowserError(f"{method}: no answer in {timeout}s")
 
-    def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression (promises awaited)."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+    def evaluate(self, expression: str, frame_origin: str | None = None) -> Any:
+        """The value of a JavaScript expression (promises awaited), in the page or,
+        with ``frame_origin`` (``http://host:port``), in its frame of that origin."""
+        params: dict[str, Any] = {"expression": expression, "returnByValue": True,
+                                  "awaitPromise": True}
+        session_id = None
+        if frame_origin is not None:
+            session_id, context = self._frame(frame_origin)
+            if context is not None:
+                params["contextId"] = context
+        result = self.call("Runtime.evaluate", params, session_id=session_id)
         if "exceptionDetails" in result:
             raise BrowserError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def _frame(self, origin: str) -> tuple[str | None, int | None]:
+        """Where a frame of ``origin`` runs: (child session, None) for an
+        out-of-process frame, (None, execution context) for one in this process."""
+        self.call("Runtime.evaluate", {"expression": "0"})  # collects the events so far
+        sessions: dict[str, str] = {}  # sessionId -> url
+        targets: dict[str, str] = {}  # sessionId -> targetId
+        contexts: dict[int, str] = {}  # default-world context id -> origin
+        for event in self.events:
+            method, params = event["method"], event.get("params", {})
+            if method == "Target.attachedToTarget" and params["targetInfo"]["type"] == "iframe":
+                sessions[params["sessionId"]] = params["targetInfo"]["url"]
+                targets[params["sessionId"]] = params["targetInfo"]["targetId"]
+            elif method == "Target.targetInfoChanged" and \
+                    params["targetInfo"].get("type") == "iframe":
+                for session, _ in list(sessions.items()):
+                    if targets.get(session) == params["targetInfo"]["targetId"]:
+                        sessions[session] = params["targetInfo"]["url"]
+            elif method == "Target.detachedFromTarget":
+                sessions.pop(params.get("sessionId", ""), None)
+            elif method == "Runtime.executionContextCreated" and "sessionId" not in event:
+                context = params["context"]
+                if context.get("auxData", {}).get("isDefault"):
+                    contexts[context["id"]] = context.get("origin", "")
+            elif method == "Runtime.executionContextDestroyed" and "sessionId" not in event:
+                contexts.pop(params["executionContextId"], None)
+            elif method == "Runtime.executionContextsCleared" and "sessionId" not in event:
+                contexts.clear()
+        for session, url in reversed(list(sessions.items())):
+            if url.startswith(origin):
+                return session, None
+        for context, context_origin in reversed(list(contexts.items())):
+            if context_origin == origin:
+                return None, context
+        raise BrowserError(f"no frame of {origin} in the page")
+
     def navigate(self, url: str) -> None:
         self.call("Page.navigate", {"url": url})
 
-    def wait_for(self, expression: str, timeout: float = 90, interval: float = 0.25) -> Any:
-        """Poll ``expression`` until it is truthy; return it. Raises BrowserError on timeout."""
+    def wait_for(self, expression: str, timeout: float = 90, interval: float = 0.25,
+                 frame_origin: str | None = None) -> Any:
+        """Poll ``expression`` (in the page, or its frame of ``frame_origin``) until it
+        is truthy; return it. Raises BrowserError on timeout."""
         deadline = time.monotonic() + timeout
         value = None
         while time.monotonic() < deadline:
             try:
-                value = self.evaluate(expression)
+                value = self.evaluate(expression, frame_origin)
             except BrowserError:
                 value = None  # e.g. during a navigation
             if value:
