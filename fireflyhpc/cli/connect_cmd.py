@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
 from fireflyhpc import browser
 from fireflyhpc.errors import ExitStatus
+from fireflyhpc.signals import StopSignals, signal_name
 from fireflyhpc.tunnel.ports import parse_port
 
 
@@ -44,25 +41,6 @@ class StatusLine:
         self.done()
         self.stream.write(f"fireflyhpc: {text}\n")
         self.stream.flush()
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event, line: StatusLine) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP set ``stop`` (the work notices and cleans up)."""
-    names: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
-                             signal.SIGHUP: "SIGHUP"}
-
-    def handler(signum: int, frame: object) -> None:
-        if not stop.is_set():
-            line.say(f"{names.get(signum, 'signal')}: stopping and cleaning up")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in names}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def open_browser(url: str, line: StatusLine) -> None:
@@ -120,8 +98,10 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
         accept_new_host_key=accept_new_host_key)
     line = StatusLine()
-    stop = threading.Event()
-    with stop_on_signals(stop, line):
+    with StopSignals() as signals:
+        stop = signals.event
+        signals.on_stop(lambda signum: line.say(f"{signal_name(signum)}: stopping and "
+                                                "cleaning up"))
         try:
             session = open_session(request, progress=line, stop=stop)
         except KeyboardInterrupt:
@@ -144,7 +124,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             ending = session.watch(warn=line.say)
         finally:
             session.close()
-    line.say(ending.message + ("; cleaned up" if ending.requested else "; cleaned up"))
+    line.say(ending.message + "; cleaned up")
     if ending.error is not None:
         return int(ending.error.exit_status)
     return 0
