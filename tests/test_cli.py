@@ -108,3 +108,10 @@ def test_every_error_family_has_a_distinct_status() -> None:
     families = [FireflyHPCError, *FireflyHPCError.__subclasses__()]
     statuses = [f.exit_status for f in families]
     assert len(set(statuses)) == len(statuses)
+
+
+def test_config_init_where_nothing_can_be_written_names_the_target(tmp_path) -> None:
+    proc = run_cli("config", "init", "/proc/fireflyhpc-test.toml")
+    assert proc.returncode == ExitStatus.LOCAL
+    assert proc.stderr == ("fireflyhpc: error: cannot write /proc/fireflyhpc-test.toml: "
+                           "No such file or directory\n")

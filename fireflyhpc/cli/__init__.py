@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _debug_requested
     _debug_requested = False
     args = list(sys.argv[1:] if argv is None else argv)
+    status: int
     try:
         result = cli.main(args=args, prog_name="fireflyhpc", standalone_mode=False)
     except click.exceptions.Abort:
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug_requested:
             traceback.print_exc()
         _error_line(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-        status = ExitStatus.ERROR
+        status = ExitStatus.LOCAL
     except Exception as exc:  # a bug: say so in one line, keep the details for --debug
         if _debug_requested:
             traceback.print_exc()
