@@ -98,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         _error_line("interrupted")
         status = ExitStatus.INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `fireflyhpc` or a group such as `fireflyhpc config` alone: a request for
+        # help, answered as --help would be (stdout, several lines, success).
+        click.echo(exc.ctx.get_help())
+        status = ExitStatus.OK
     except click.UsageError as exc:
         # One line like every other error, with where to read more.
         command = exc.ctx.command_path if exc.ctx is not None else "fireflyhpc"
