@@ -127,6 +127,13 @@ def test_missing_and_empty_token_files(tmp_path: Path) -> None:
     assert_one_line_error(run_serve("--token-file", str(empty)), ExitStatus.CONFIG, "empty")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_token_variable_is_refused(data_tree: Path, value: str) -> None:
+    # It used to mean "a random token", silently.
+    assert_one_line_error(run_serve(str(data_tree), env={"FIREFLYHPC_TOKEN": value}),
+                          ExitStatus.CONFIG, "$FIREFLYHPC_TOKEN is set but empty")
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_no_token_on_non_loopback_is_refused(host: str) -> None:
     proc = run_serve("--no-token", "--host", host)
