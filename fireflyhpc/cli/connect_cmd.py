@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fireflyhpc import browser
+from fireflyhpc import browser, terminal
 from fireflyhpc.errors import ExitStatus
 from fireflyhpc.signals import StopSignals, signal_name
 from fireflyhpc.tunnel.ports import parse_port
@@ -25,12 +25,14 @@ class StatusLine:
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self._width = len(text)
+            terminal.line_open(self.done)  # a prompt now would have to end it first
         else:
             self.stream.write(f"fireflyhpc: {text}\n")
         self.stream.flush()
 
     def done(self) -> None:
         """End the rewritten line (before any other output)."""
+        terminal.line_closed(self.done)
         if self.tty and self._width:
             self.stream.write("\n")
             self.stream.flush()
