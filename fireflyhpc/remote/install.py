@@ -136,16 +136,21 @@ class _Lock:
         deadline = time.monotonic() + self.wait
         told = False
         argv = ["mkdir", "--", self.path]
+        vanished = False  # the holder let go between our mkdir and our look
         while (made := self.conn.run(argv, check=False)).exit_code != 0:
             if self._stale():
                 log.warning("taking over a stale install lock %s", self.path)
                 self.conn.run(["rm", "-rf", "--", self.path], check=False)
                 continue
             if not _exists(self.conn, self.path):
+                if not vanished:
+                    vanished = True
+                    continue
                 raise RemoteCommandError(argv, made.exit_code, made.stderr,
                                          host=made.host or None,
                                          hint="cannot create the install lock: check that "
                                               "the prefix's parent directory is writable")
+            vanished = False
             if time.monotonic() > deadline:
                 raise RemoteCommandError(argv, made.exit_code, made.stderr,
                                          host=made.host or None,
