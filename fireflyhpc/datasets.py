@@ -17,6 +17,10 @@ Firefly's ``filenames.json`` spells file paths as ``<directory name>/<file>``
 and Firefly's web app resolves them against ``data/``.  Clashing names get a
 numeric suffix (``snap``, ``snap-2``...); the bundled viewer copes with that,
 Firefly's own web app may not.
+
+What of a dataset may leave this machine is decided here too, once, for both:
+:func:`contained_path` is the containment rule (no hidden names, nothing that
+resolves outside the dataset's own directory, symlinks followed first).
 """
 
 from __future__ import annotations
@@ -46,6 +50,34 @@ class Dataset:
     name: str
     root: Path
     url_path: str
+
+
+def visible_name(part: str) -> bool:
+    """True for a path segment that may be served or exported: not empty, not
+    ``.``/``..``, not hidden (a leading dot), no NUL byte."""
+    return part not in ("", ".", "..") and not part.startswith(".") and "\x00" not in part
+
+
+def is_inside(root: str, path: str) -> bool:
+    """True if ``path`` is ``root`` or lies below it (both realpaths)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def contained_path(root: str, relpath: str) -> str | None:
+    """The realpath of ``relpath`` below the directory ``root``, or None if it may not leave.
+
+    ``root`` must be a realpath (a :attr:`Dataset.root`). ``relpath`` is split on
+    ``/``; None when it is absolute, or a segment is not a :func:`visible_name`,
+    or the path, with every symlink on the way followed, resolves outside
+    ``root``. The one containment rule of `serve` and `export`.
+    """
+    if not relpath or relpath.startswith("/"):
+        return None
+    parts = relpath.split("/")
+    if not all(visible_name(part) for part in parts):
+        return None
+    real = os.path.realpath(os.path.join(root, *parts))
+    return real if is_inside(root, real) else None
 
 
 def is_dataset(path: Path) -> bool:
@@ -88,25 +120,25 @@ def discover(data_dirs: Iterable[os.PathLike[str] | str]) -> list[Dataset]:
     """Return the datasets in ``data_dirs``, in order, each with a unique name.
 
     Each entry must be a dataset or contain at least one dataset (searched up
-    to ``MAX_DEPTH`` directory levels down, hidden directories skipped).
-    Raises :class:`ConfigError` (one line) for a missing path, a path that is
-    not a directory, or a directory with no dataset in it.
+    to ``MAX_DEPTH`` directory levels down, hidden directories skipped), and each
+    dataset's ``filenames.json`` must be a JSON object of lists. Raises
+    :class:`ConfigError` (one line, naming the path) for an empty name, a
+    missing or unreadable path, a path that is not a directory, a directory with
+    no dataset in it, or a malformed ``filenames.json``.
     """
     taken: set[str] = set()
     result: list[Dataset] = []
     seen_roots: set[Path] = set()
     for entry in data_dirs:
+        if not os.fspath(entry):
+            raise ConfigError("a data directory is an empty name", hint="name a directory")
         top = Path(entry).expanduser()
-        if not top.exists():
-            raise ConfigError(f"data directory {str(top)!r} does not exist")
-        if not top.is_dir():
-            raise ConfigError(f"data directory {str(top)!r} is not a directory")
-        roots = [top] if is_dataset(top) else _find_below(top, MAX_DEPTH)
-        if not roots:
-            raise ConfigError(
-                f"no Firefly dataset in {str(top)!r}",
-                hint=f"a dataset is a directory with a {MANIFEST} file",
-            )
+        try:
+            roots = _dataset_roots(top)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and exc.filename != str(top) else ""
+            raise ConfigError(f"cannot read data directory {str(top)!r}: "
+                              f"{exc.strerror or exc}{where}") from None
         for root in roots:
             resolved = root.resolve()
             if resolved in seen_roots:
@@ -115,6 +147,25 @@ def discover(data_dirs: Iterable[os.PathLike[str] | str]) -> list[Dataset]:
             name = _unique(_safe_name(resolved.name), taken)
             result.append(Dataset(name, resolved, f"data/{quote(name)}/"))
     return result
+
+
+def _dataset_roots(top: Path) -> list[Path]:
+    """The dataset directories ``top`` names, their manifests checked."""
+    from fireflyhpc.fireflydata.dataset import read_manifest
+
+    try:
+        top.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(f"data directory {str(top)!r} does not exist") from None
+    if not top.is_dir():
+        raise ConfigError(f"data directory {str(top)!r} is not a directory")
+    roots = [top] if is_dataset(top) else _find_below(top, MAX_DEPTH)
+    if not roots:
+        raise ConfigError(f"no Firefly dataset in {str(top)!r}",
+                          hint=f"a dataset is a directory with a {MANIFEST} file")
+    for root in roots:
+        read_manifest(root / MANIFEST)
+    return roots
 
 
 def datasets_index(datasets: Iterable[Dataset]) -> dict[str, list[dict[str, str]]]:

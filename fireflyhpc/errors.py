@@ -24,6 +24,7 @@ class ExitStatus(enum.IntEnum):
     SCHEDULER = 6  # Slurm refused or lost the job
     TUNNEL = 7  # local port busy, forward refused
     SERVER = 8  # the payload server failed to start or died
+    LOCAL = 9  # a file or folder on this machine, or a local tool (git, pip), failed
     INTERRUPTED = 130  # Ctrl-C before anything could be cleaned up
 
 
@@ -116,3 +117,10 @@ class ServerError(FireflyHPCError):
     """The payload server failed to start, or died."""
 
     exit_status = ExitStatus.SERVER
+
+
+class LocalError(FireflyHPCError):
+    """Something on this machine failed: a file or folder (unreadable, a disk full,
+    owned by someone else) or a local tool such as git or pip."""
+
+    exit_status = ExitStatus.LOCAL

@@ -38,6 +38,35 @@ def test_unknown_command_is_usage_error() -> None:
                            "(see `fireflyhpc --help`)\n")
 
 
+def _group_paths(group: click.Group = cli_mod.cli, path: tuple[str, ...] = ()
+                 ) -> list[tuple[str, ...]]:
+    """``()`` for `fireflyhpc` itself and the path of every command group below it."""
+    found = [path]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += _group_paths(command, (*path, name))
+    return found
+
+
+def test_bare_command_prints_the_help() -> None:
+    proc = run_cli()
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == run_cli("--help").stdout
+    assert proc.stdout.startswith("Usage: fireflyhpc [OPTIONS] COMMAND [ARGS]...\n")
+    assert len(proc.stdout.splitlines()) > 10
+
+
+@pytest.mark.parametrize("path", _group_paths(), ids=lambda p: " ".join(p) or "fireflyhpc")
+def test_every_group_alone_prints_its_help(path: tuple[str, ...],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_mod.main([*path, "--help"]) == 0
+    wanted = capsys.readouterr().out
+    assert cli_mod.main(list(path)) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (wanted, "")
+    assert out.startswith(f"Usage: {' '.join(('fireflyhpc', *path))} [OPTIONS] COMMAND")
+
+
 @pytest.mark.parametrize("args,needle,command", [
     (["serve", "--port", "99999"], "Invalid value for '--port'", "fireflyhpc serve"),
     (["export"], "Missing argument 'TARGET'", "fireflyhpc export"),
@@ -108,3 +137,10 @@ def test_every_error_family_has_a_distinct_status() -> None:
     families = [FireflyHPCError, *FireflyHPCError.__subclasses__()]
     statuses = [f.exit_status for f in families]
     assert len(set(statuses)) == len(statuses)
+
+
+def test_config_init_where_nothing_can_be_written_names_the_target(tmp_path) -> None:
+    proc = run_cli("config", "init", "/proc/fireflyhpc-test.toml")
+    assert proc.returncode == ExitStatus.LOCAL
+    assert proc.stderr == ("fireflyhpc: error: cannot write /proc/fireflyhpc-test.toml: "
+                           "No such file or directory\n")

@@ -92,11 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _debug_requested
     _debug_requested = False
     args = list(sys.argv[1:] if argv is None else argv)
+    status: int
     try:
         result = cli.main(args=args, prog_name="fireflyhpc", standalone_mode=False)
     except click.exceptions.Abort:
         _error_line("interrupted")
         status = ExitStatus.INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `fireflyhpc` or a group such as `fireflyhpc config` alone: a request for
+        # help, answered as --help would be (stdout, several lines, success).
+        click.echo(exc.ctx.get_help())
+        status = ExitStatus.OK
     except click.UsageError as exc:
         # One line like every other error, with where to read more.
         command = exc.ctx.command_path if exc.ctx is not None else "fireflyhpc"
@@ -121,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug_requested:
             traceback.print_exc()
         _error_line(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-        status = ExitStatus.ERROR
+        status = ExitStatus.LOCAL
     except Exception as exc:  # a bug: say so in one line, keep the details for --debug
         if _debug_requested:
             traceback.print_exc()

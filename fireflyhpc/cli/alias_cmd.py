@@ -41,6 +41,10 @@ def alias_command(app: object, shell: str | None, name: str, port: str, cluster:
         settings = cfg.resolve({}, os.environ, cfg.pick_profile(config, cluster, os.environ))
         login = settings.require_login()
     ssh_config = getattr(app, "ssh_config", None)
+    if ssh_config:  # the function would fail on every use: refuse it now, as connect does
+        from fireflyhpc.ssh.config import config_path
+
+        ssh_config = str(config_path(ssh_config))
     try:
         port_number = v.port(port)
     except ValueError as exc:

@@ -10,15 +10,23 @@ from pathlib import Path
 import click
 
 from fireflyhpc import config as cfg
-from fireflyhpc.errors import ConfigError
+from fireflyhpc.errors import ConfigError, LocalError
 
 
 def write_new_file(path: Path, text: str, *, force: bool) -> None:
-    """Write ``text`` to ``path`` atomically; ConfigError if it exists and not ``force``."""
+    """Write ``text`` to ``path`` atomically; ConfigError if it exists and not ``force``,
+    LocalError (naming ``path``) if it cannot be written."""
     if path.exists() and not force:
         raise ConfigError(f"{path} exists already", hint="use --force to overwrite it")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file")
+    try:
+        _write_atomically(path, text)
+    except OSError as exc:
+        raise LocalError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
-from fireflyhpc import browser
+from fireflyhpc import browser, terminal
 from fireflyhpc.errors import ExitStatus
+from fireflyhpc.signals import StopSignals, signal_name
 from fireflyhpc.tunnel.ports import parse_port
 
 
@@ -28,12 +25,14 @@ class StatusLine:
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self._width = len(text)
+            terminal.line_open(self.done)  # a prompt now would have to end it first
         else:
             self.stream.write(f"fireflyhpc: {text}\n")
         self.stream.flush()
 
     def done(self) -> None:
         """End the rewritten line (before any other output)."""
+        terminal.line_closed(self.done)
         if self.tty and self._width:
             self.stream.write("\n")
             self.stream.flush()
@@ -44,25 +43,6 @@ class StatusLine:
         self.done()
         self.stream.write(f"fireflyhpc: {text}\n")
         self.stream.flush()
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event, line: StatusLine) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP set ``stop`` (the work notices and cleans up)."""
-    names: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM",
-                             signal.SIGHUP: "SIGHUP"}
-
-    def handler(signum: int, frame: object) -> None:
-        if not stop.is_set():
-            line.say(f"{names.get(signum, 'signal')}: stopping and cleaning up")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in names}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def open_browser(url: str, line: StatusLine) -> None:
@@ -120,8 +100,10 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
         accept_new_host_key=accept_new_host_key)
     line = StatusLine()
-    stop = threading.Event()
-    with stop_on_signals(stop, line):
+    with StopSignals() as signals:
+        stop = signals.event
+        signals.on_stop(lambda signum: line.say(f"{signal_name(signum)}: stopping and "
+                                                "cleaning up"))
         try:
             session = open_session(request, progress=line, stop=stop)
         except KeyboardInterrupt:

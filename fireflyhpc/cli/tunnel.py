@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 
 import click
 
 from fireflyhpc.config import load_settings
+from fireflyhpc.signals import StopSignals
 from fireflyhpc.tunnel.build import BACKENDS, HOPS, TunnelRequest, open_tunnel
 from fireflyhpc.tunnel.ports import parse_port
 
@@ -54,29 +53,15 @@ def tunnel_command(obj: object, node: str, remote_port: str, login: str | None,
     # paramiko reports dropped connections at ERROR level; the tunnel logs what
     # matters itself (reconnects), so keep paramiko's lines off the terminal.
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        if not serving.is_set():
-            raise KeyboardInterrupt  # still connecting: unwind, cleaning up on the way
-        stop.set()
-
-    serving = threading.Event()
-    previous = {sig: signal.signal(sig, on_signal)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with StopSignals(interrupt=True) as stop:  # still connecting: unwind, cleaning up
         tunnel = open_tunnel(request)
-        serving.set()
         try:
+            stop.interrupt = False  # serving: a signal ends the wait below
             click.echo(f"{tunnel.url}  (-> {node}:{request.remote_port} via {login}; "
                        "Ctrl-C to stop)")
-            while not stop.wait(0.5):
-                pass
+            stop.event.wait()
         finally:
             tunnel.close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 commands = [tunnel_command]

@@ -180,6 +180,21 @@ def _load_json(path: Path) -> Any:
         raise FireflyFormatError(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_manifest(path: Path) -> dict[str, list[Any]]:
+    """``filenames.json`` at ``path``: a JSON object whose every value is a list.
+
+    Raises FireflyFormatError naming the file when it is not; OSError if it
+    cannot be read.
+    """
+    manifest = _load_json(path)
+    if not isinstance(manifest, dict):
+        raise FireflyFormatError(f"{path}: expected a JSON object")
+    for key, entries in manifest.items():
+        if not isinstance(entries, list):
+            raise FireflyFormatError(f"{path}: {key!r} is not a list")
+    return manifest
+
+
 def read_dataset(directory: Path) -> DatasetInfo:
     """Parse ``directory``'s ``filenames.json`` and its settings file.
 
@@ -188,13 +203,9 @@ def read_dataset(directory: Path) -> DatasetInfo:
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
         raise FireflyFormatError(f"{directory}: no {MANIFEST}, not a Firefly dataset")
-    manifest = _load_json(directory / MANIFEST)
-    if not isinstance(manifest, dict):
-        raise FireflyFormatError(f"{directory / MANIFEST}: expected a JSON object")
+    manifest = read_manifest(directory / MANIFEST)
     info = DatasetInfo(directory)
     for key, entries in manifest.items():
-        if not isinstance(entries, list):
-            raise FireflyFormatError(f"{directory / MANIFEST}: {key!r} is not a list")
         files = []
         for entry in entries:
             path, count = (entry[0], entry[1]) if isinstance(entry, list) else (entry, 0)

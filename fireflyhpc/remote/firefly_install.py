@@ -20,7 +20,7 @@ import posixpath
 import re
 from typing import Any, Callable
 
-from fireflyhpc.errors import ConfigError, FireflyHPCError
+from fireflyhpc.errors import ConfigError, RemoteCommandError
 from fireflyhpc.remote import target as tgt
 from fireflyhpc.remote import wheels as wh
 
@@ -57,8 +57,8 @@ def install_firefly(conn: Any, prefix: str, target: tgt.RemotePython, version: s
     """Make Firefly (``version``, or any when empty) importable by the venv at
     ``prefix``; return (its version, whether anything was installed).
 
-    Raises RemoteCommandError when pip fails there, FireflyHPCError when the
-    wheels cannot be fetched here or Firefly is still missing afterwards.
+    Raises RemoteCommandError when pip fails there or Firefly is still missing
+    afterwards, LocalError when the wheels cannot be fetched here.
     """
     from fireflyhpc.remote.install import STAGE, _cleanup, _pip, _upload
 
@@ -82,8 +82,9 @@ def install_firefly(conn: Any, prefix: str, target: tgt.RemotePython, version: s
             _cleanup(conn, prefix, remove_venv=False)
     found = installed_firefly(conn, python)
     if not found or (version and found != version):
-        raise FireflyHPCError(f"after installing {wanted}, {python} finds "
-                              f"{'firefly ' + found if found else 'no usable firefly'}")
+        raise RemoteCommandError([python, "-c", "import firefly"], 1,
+                                 f"after installing {wanted}, it finds "
+                                 f"{'firefly ' + found if found else 'no usable firefly'}")
     return found, True
 
 

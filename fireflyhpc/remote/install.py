@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import psutil
 
 import fireflyhpc
-from fireflyhpc.errors import ConfigError, FireflyHPCError, RemoteCommandError
+from fireflyhpc.errors import ConfigError, FireflyHPCError, RemoteCommandError, SSHError
 from fireflyhpc.remote import target as tgt
 from fireflyhpc.remote import wheels as wh
 
@@ -103,10 +103,14 @@ def read_marker(conn: tgt.Runs, prefix: str) -> dict[str, Any] | None:
 
 def installed_version(conn: tgt.Runs, python: str, setup: Sequence[str] = ()) -> str | None:
     """What ``python -m fireflyhpc --version`` reports on the cluster (None if it fails)."""
+    return _ask_version(conn, python, setup)[1]
+
+
+def _ask_version(conn: tgt.Runs, python: str, setup: Sequence[str] = ()) -> tuple[Any, str | None]:
     result = conn.run(tgt.with_setup(setup, [python, "-m", "fireflyhpc", "--version"]),
                       check=False, timeout=120)
     found = _VERSION_LINE.search(result.stdout) if result.exit_code == 0 else None
-    return found.group(1) if found else None
+    return result, found.group(1) if found else None
 
 
 def marker_text(version: str, state: str, mode: str, deps: str, python: str,
@@ -134,17 +138,27 @@ class _Lock:
     def __enter__(self) -> "_Lock":
         deadline = time.monotonic() + self.wait
         told = False
-        while self.conn.run(["mkdir", "--", self.path], check=False).exit_code != 0:
+        argv = ["mkdir", "--", self.path]
+        vanished = False  # the holder let go between our mkdir and our look
+        while (made := self.conn.run(argv, check=False)).exit_code != 0:
             if self._stale():
                 log.warning("taking over a stale install lock %s", self.path)
                 self.conn.run(["rm", "-rf", "--", self.path], check=False)
                 continue
             if not _exists(self.conn, self.path):
-                raise FireflyHPCError(f"cannot create the install lock {self.path} on the cluster",
-                                      hint="check that the prefix's parent directory is writable")
+                if not vanished:
+                    vanished = True
+                    continue
+                raise RemoteCommandError(argv, made.exit_code, made.stderr,
+                                         host=made.host or None,
+                                         hint="cannot create the install lock: check that "
+                                              "the prefix's parent directory is writable")
+            vanished = False
             if time.monotonic() > deadline:
-                raise FireflyHPCError(f"another remote-install holds {self.path}",
-                                      hint=f"wait for it, or remove {self.path} if none runs")
+                raise RemoteCommandError(argv, made.exit_code, made.stderr,
+                                         host=made.host or None,
+                                         hint=f"another remote-install holds {self.path}: wait "
+                                              "for it, or remove it if none runs")
             if not told:
                 self.say(f"waiting for another remote-install ({self.path})")
                 told = True
@@ -213,8 +227,8 @@ def _upload(conn: Any, files: Sequence[Path], remote_dir: str, say: Say) -> list
             sftp.put(str(file), remote)
             paths.append(remote)
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise FireflyHPCError(f"uploading {file.name} to {remote_dir} failed: "
-                              f"{exc or type(exc).__name__}") from exc
+        raise SSHError(f"uploading {file.name} to {remote_dir} failed: "
+                       f"{exc or type(exc).__name__}") from exc
     finally:
         sftp.close()
     return paths
@@ -299,7 +313,7 @@ def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteI
     Idempotent: with the same version installed (and working) nothing changes
     unless ``req.force``. A failed install removes the half-made venv. Raises
     ConfigError (bad prefix, unusable Python), RemoteCommandError (a remote step
-    failed), FireflyHPCError (wheels could not be made here), SSHError.
+    failed), LocalError (wheels could not be made here), SSHError.
     """
     if req.index not in INDEX_MODES or req.deps not in DEPS_MODES:
         raise ConfigError(f"bad install request: index={req.index!r}, deps={req.deps!r}")
@@ -371,10 +385,12 @@ def _fresh_venv(conn: Any, req: InstallRequest, target: tgt.RemotePython, prefix
 
 
 def _verify(conn: tgt.Runs, python: str, version: str) -> None:
-    found = installed_version(conn, python)
+    result, found = _ask_version(conn, python)
     if found != version:
-        raise FireflyHPCError(f"after installing, {python} -m fireflyhpc --version "
-                              f"reports {found or 'nothing'}, not {version}")
+        said = result.stderr if result.exit_code else f"it reports {result.stdout.strip()!r}"
+        raise RemoteCommandError([python, "-m", "fireflyhpc", "--version"], result.exit_code,
+                                 said, host=result.host or None,
+                                 hint=f"after installing, version {version} was expected")
 
 
 def _refresh_project(conn: Any, prefix: str, say: Say) -> str:

@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 import platformdirs
 
 import fireflyhpc
-from fireflyhpc.errors import FireflyHPCError
+from fireflyhpc.errors import LocalError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def local_build_id() -> str | None:
 def build_from_source(tree: Path, cache: Path) -> Path:
     """A wheel built by pip from a clean copy of ``tree`` (never writes into ``tree``).
 
-    Raises FireflyHPCError if pip fails.
+    Raises LocalError if pip fails.
     """
     names = _source_files(tree)
     slot = cache / "project" / _digest(tree, names)
@@ -132,7 +132,7 @@ def build_from_source(tree: Path, cache: Path) -> Path:
         _run_pip(argv, f"building the fireflyhpc wheel from {tree}")
         wheels = sorted(out.glob(f"{DIST_NAME}-*.whl"))
         if not wheels:
-            raise FireflyHPCError(f"pip built no fireflyhpc wheel from {tree}")
+            raise LocalError(f"pip built no fireflyhpc wheel from {tree}")
         slot.mkdir(parents=True, exist_ok=True)
         final = slot / wheels[0].name
         partial = slot / f".{wheels[0].name}.{os.getpid()}"
@@ -159,7 +159,7 @@ def repack_installed(dist: importlib.metadata.Distribution, out_dir: Path) -> Pa
     """Rebuild the wheel of a regular install from the files its RECORD lists.
 
     Compiled files, scripts outside site-packages and installer bookkeeping are
-    left out; WHEEL and RECORD are written anew. Raises FireflyHPCError if the
+    left out; WHEEL and RECORD are written anew. Raises LocalError if the
     files are not there.
     """
     version = dist.version
@@ -177,7 +177,7 @@ def repack_installed(dist: importlib.metadata.Distribution, out_dir: Path) -> Pa
         try:
             entries.append((name, Path(str(file.locate())).read_bytes()))
         except OSError as exc:
-            raise FireflyHPCError(f"cannot read installed file {name}: {exc.strerror}") from exc
+            raise LocalError(f"cannot read installed file {name}: {exc.strerror}") from exc
     wheel_meta = ("Wheel-Version: 1.0\nGenerator: fireflyhpc remote-install\n"
                   "Root-Is-Purelib: true\nTag: py3-none-any\n").encode()
     entries.append((f"{info}/WHEEL", wheel_meta))
@@ -203,7 +203,7 @@ def wheel_metadata(path: Path) -> tuple[str, tuple[str, ...]]:
 def project_wheel(cache: Path | None = None) -> ProjectWheel:
     """A wheel of the fireflyhpc running here, at exactly its version.
 
-    Raises FireflyHPCError if it cannot be built or its version differs from
+    Raises LocalError if it cannot be built or its version differs from
     ``fireflyhpc.__version__``.
     """
     cache = cache or cache_dir()
@@ -216,12 +216,12 @@ def project_wheel(cache: Path | None = None) -> ProjectWheel:
     elif dist is not None:
         path = repack_installed(dist, cache / "installed" / dist.version)
     else:
-        raise FireflyHPCError("cannot find how fireflyhpc was installed here (no metadata, "
+        raise LocalError("cannot find how fireflyhpc was installed here (no metadata, "
                               "no source tree), so there is no wheel to upload",
                               hint="install fireflyhpc with pip, or use --index yes")
     version, requires = wheel_metadata(path)
     if version != fireflyhpc.__version__:
-        raise FireflyHPCError(f"the wheel built from {tree or 'the installed files'} is version "
+        raise LocalError(f"the wheel built from {tree or 'the installed files'} is version "
                               f"{version}, but fireflyhpc {fireflyhpc.__version__} is running",
                               hint="reinstall fireflyhpc here (pip install -e .) and retry")
     return ProjectWheel(path=path, version=version, requires=requires, build=build)
@@ -244,7 +244,7 @@ def select_requirements(requires: Sequence[str], markers: Mapping[str, str],
         try:
             req = Requirement(line)
         except InvalidRequirement as exc:
-            raise FireflyHPCError(f"bad requirement {line!r} in fireflyhpc's metadata: {exc}") \
+            raise LocalError(f"bad requirement {line!r} in fireflyhpc's metadata: {exc}") \
                 from None
         if req.marker is not None and not req.marker.evaluate({**markers, "extra": ""}):
             continue
@@ -270,7 +270,7 @@ def download_wheels(requirements: Sequence[str], target_args: Sequence[str],
 
     ``target_args`` comes from :func:`fireflyhpc.remote.target.pip_target_args`.
     Reuses an earlier complete download of the same request. Raises
-    FireflyHPCError when pip cannot find or fetch them.
+    LocalError when pip cannot find or fetch them.
     """
     cache = cache or cache_dir()
     key = hashlib.sha256(json.dumps([list(requirements), list(target_args)]).encode())
@@ -304,9 +304,9 @@ def _run_pip(argv: list[str], what: str) -> None:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
                               stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
-        raise FireflyHPCError(f"{what}: pip did not finish within 20 minutes") from None
+        raise LocalError(f"{what}: pip did not finish within 20 minutes") from None
     if proc.returncode != 0:
         tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-4:])
-        raise FireflyHPCError(f"{what} failed: {tail or f'pip exited {proc.returncode}'}",
+        raise LocalError(f"{what} failed: {tail or f'pip exited {proc.returncode}'}",
                               hint="this machine needs access to a package index (PyPI); "
                                    "or use --index yes if the cluster has one")

@@ -105,10 +105,14 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
 
 def resolve_token(token_file: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """The token to use: ``--token-file`` if given, else ``$FIREFLYHPC_TOKEN``,
-    else a freshly generated one. Raises ConfigError for a bad file or value."""
+    else a freshly generated one. Raises ConfigError for a bad file or value,
+    ``$FIREFLYHPC_TOKEN`` set but empty included (it does not mean "random")."""
     if token_file is not None:
         return read_token_file(token_file)
-    if environ.get(TOKEN_ENV):
+    if TOKEN_ENV in environ:
+        if not environ[TOKEN_ENV].strip():
+            raise ConfigError(f"${TOKEN_ENV} is set but empty",
+                              hint="unset it for a new random token")
         return validate_token(environ[TOKEN_ENV], f"${TOKEN_ENV}")
     return generate_token()
 

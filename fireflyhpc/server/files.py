@@ -1,10 +1,11 @@
 """Safe file lookup and sending: nothing outside a served directory is reachable.
 
-Every URL path is split into segments and refused (``None``, which the app turns
-into 404) when a segment is empty, ``.``/``..``, hidden (starts with a dot) or
-contains a NUL byte; the joined path is then resolved with ``realpath`` and must
-still lie inside the served directory's own realpath, so symlinks pointing out
-are refused too. Only regular files are sent: no directory listings.
+A URL path is refused (``None``, which the app turns into 404) unless it passes
+the containment rule that `export` follows too
+(:func:`fireflyhpc.datasets.contained_path`): no empty, ``.``/``..`` or hidden
+segment, and a ``realpath`` still inside the served directory's own realpath, so
+symlinks pointing out are refused. Only regular files are sent: no directory
+listings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from werkzeug.wrappers import Response
 
-from fireflyhpc.datasets import Dataset
+from fireflyhpc.datasets import Dataset, contained_path
 
 # Types browsers and viewers rely on; everything else comes from `mimetypes`.
 _TYPES = {
@@ -36,31 +37,16 @@ _TYPES = {
 CACHE_CONTROL = "private, no-cache"
 
 
-def _segments(relpath: str) -> list[str] | None:
-    if not relpath or "\x00" in relpath or relpath.startswith("/"):
-        return None
-    parts = relpath.split("/")
-    for part in parts:
-        if part in ("", ".", "..") or part.startswith("."):
-            return None
-    return parts
-
-
-def _inside(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def safe_file(base: str, relpath: str) -> str | None:
     """The realpath of the regular file ``relpath`` below ``base``, or None.
 
-    ``base`` must already be a realpath. None means "not found" for every kind
-    of refusal, so the response does not tell an attacker which one it was.
+    ``base`` must already be a realpath. The path must pass the containment rule
+    shared with `export` (:func:`fireflyhpc.datasets.contained_path`). None means
+    "not found" for every kind of refusal, so the response does not tell an
+    attacker which one it was.
     """
-    parts = _segments(relpath)
-    if parts is None:
-        return None
-    real = os.path.realpath(os.path.join(base, *parts))
-    if not _inside(base, real) or not os.path.isfile(real):
+    real = contained_path(base, relpath)
+    if real is None or not os.path.isfile(real):
         return None
     return real
 
@@ -178,7 +164,7 @@ def plan_answer(environ: dict[str, Any], st: os.stat_result, mimetype: str) -> F
         return FileAnswer("416 Range Not Satisfiable",
                           [("Content-Range", f"bytes */{size}"), ("Content-Length", "0"),
                            *common])
-    if span:
+    if isinstance(span, tuple):
         start, length = span
         headers += [("Content-Range", f"bytes {start}-{start + length - 1}/{size}"),
                     ("Content-Length", str(length))]

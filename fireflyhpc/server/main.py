@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,19 @@ def demo_dir() -> str:
 
 
 def serve(request: ServeRequest) -> None:
-    """Serve until interrupted. Raises ConfigError for bad input and ServerError
-    if the server cannot start; returns normally on SIGINT/SIGTERM."""
+    """Serve until SIGINT, SIGTERM or SIGHUP, then clean up and return normally.
+
+    Raises ConfigError for bad input and ServerError if the server cannot start.
+    A signal that comes while starting ends the start as soon as it is noticed.
+    """
+    with StopSignals() as stop:
+        _serve(request, stop)
+
+
+def _serve(request: ServeRequest, stop: StopSignals) -> None:
+    from fireflyhpc.datasets import discover
     from fireflyhpc.server import auth, runner
     from fireflyhpc.server.app import create_app
-    from fireflyhpc.datasets import discover
     from fireflyhpc.server.viewers import choose_app
 
     dirs = list(request.data_dirs)
@@ -69,6 +78,8 @@ def serve(request: ServeRequest) -> None:
                               "anyone who can reach it could read the data")
         log.warning("listening on %s, which other machines may reach; "
                     "the token is all that protects the data", address[4][0])
+    if stop.is_set():
+        return
     listener = runner.listen(request.host, request.ports)
     try:
         if token is None:
@@ -80,6 +91,6 @@ def serve(request: ServeRequest) -> None:
                                     app=webapp.kind,
                                     ready_file=Path(request.ready_file) if request.ready_file
                                     else None)
-        runner.run(app, listener, options)
+        runner.run(app, listener, options, stop)
     finally:
         listener.sock.close()

@@ -1,9 +1,15 @@
-"""Run the payload: bind, announce, serve with waitress until SIGINT/SIGTERM.
+"""Run the payload: bind, announce, serve with waitress until SIGINT/SIGTERM/SIGHUP.
 
 One process, no reloader. The listening socket is bound here (port 0 lets the
 OS pick a free port, so there is no pick-then-bind race) and handed to waitress
 (a production WSGI server: threads, HTTP/1.1 keep-alive, ``wsgi.file_wrapper``
 streaming of files).
+
+A stop signal never raises inside waitress: its event loop catches whatever a
+channel's handler raises, logs it, closes that one channel and serves on, so an
+exception raised by a signal handler that lands there is lost and the server never
+stops. The signal sets an event instead (:mod:`fireflyhpc.signals`), and the loop
+is ended from its own thread through waitress's trigger (:class:`ServerLoop`).
 """
 
 from __future__ import annotations
@@ -13,17 +19,16 @@ import ipaddress
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable, TextIO
 from urllib.parse import quote
 
 from fireflyhpc.browser import open_browser
 from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.signals import StopSignals, signal_name
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,6 @@ WAITRESS_SETTINGS: dict[str, Any] = {
     "ident": "fireflyhpc",
     "clear_untrusted_proxy_headers": True,
 }
-
-
-class _Stop(BaseException):
-    """Raised in the main thread by the SIGTERM/SIGHUP handler to end the loop."""
-
-
-# SIGHUP too: the SSH session that started a server on a compute node may hang up.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -164,24 +161,69 @@ class RunOptions:
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+class ServerLoop:
+    """waitress serving ``app`` on a listening socket, with an end callable from any thread.
+
+    :meth:`run` blocks in the event loop (in the calling thread); :meth:`end` makes
+    it return soon, even when called before :meth:`run` started; :meth:`close`
+    closes every connection and stops the worker threads (waiting at most
+    ``THREAD_GRACE`` seconds for a request being handled).
+    """
+
+    THREAD_GRACE = 5.0
+
+    def __init__(self, app: Callable[..., Any], sock: socket.socket) -> None:
+        import waitress
+
+        self._map: dict[int, Any] = {}  # ours, so ending the loop needs no private attribute
+        self.server = waitress.create_server(app, map=self._map, sockets=[sock],
+                                             **WAITRESS_SETTINGS)
+
+    def run(self) -> None:
+        """Serve until :meth:`end` (the loop runs while its socket map is not empty)."""
+        self.server.run()
+
+    def end(self, signum: int | None = None) -> None:
+        """Make :meth:`run` return: empty the socket map from inside the loop's thread."""
+        if signum is not None:
+            log.info("%s: stopping", signal_name(signum))
+        try:
+            self.server.trigger.pull_trigger(self._map.clear)
+        except OSError:  # the trigger is closed: the loop is over already
+            pass
+
+    def close(self) -> None:
+        """Close the connections, stop the worker threads, then the trigger and listener.
+
+        The connections go first: that wakes a worker waiting to hand over more of
+        a response. The trigger goes last: a worker that finishes pulls it, and a
+        closed descriptor's number may already belong to another file. If a
+        worker outlives the grace, both stay open (the process is about to exit).
+        """
+        for channel in list(self.server.active_channels.values()):
+            channel.handle_close()
+        self._map.clear()
+        tasks = self.server.task_dispatcher
+        tasks.shutdown(timeout=self.THREAD_GRACE)
+        if tasks.threads:
+            log.warning("a request is still being handled; exiting without waiting for it")
+            return
+        self.server.close()
 
 
-def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> None:
-    """Serve ``app`` on ``listener`` until SIGINT, SIGTERM or SIGHUP; clean up always.
+def run(app: Callable[..., Any], listener: Listener, options: RunOptions,
+        stop: StopSignals) -> None:
+    """Serve ``app`` on ``listener`` until ``stop`` is set; clean up always.
 
     Once listening it records itself in the registry, writes the ready file and
-    prints the token URL as one stdout line. Returns normally on a signal.
+    prints the token URL as one stdout line. Returns soon after ``stop`` is set,
+    wherever that happens (before, during or after the loop).
     """
-    import waitress
-
     from fireflyhpc.server import registry
 
-    server = waitress.create_server(app, sockets=[listener.sock], **WAITRESS_SETTINGS)
+    loop = ServerLoop(app, listener.sock)
     base = listener.base_url()
     entry: Path | None = None
-    previous = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
     try:
         if options.register:
             try:
@@ -194,13 +236,10 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions) -> Non
         print(url, file=options.out, flush=True)
         if options.open_browser:
             _open_browser(url)
-        server.run()
-    except (KeyboardInterrupt, _Stop):
-        log.info("stopping")
+        stop.on_stop(loop.end)  # at once if the signal came already
+        loop.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.close()
+        loop.close()
         if entry is not None:
             registry.unregister(entry)
         if options.ready_file is not None:

@@ -170,9 +170,10 @@ class Session:
                 raise ConfigError("--detach needs SSH to the node")
             self._start_with_srun(progress)
         except FireflyHPCError as also:
-            raise type(also)(f"cannot start the payload on {self.node}: ssh to the node "
-                             f"failed ({refused}), and srun failed too ({also})",
-                             hint="see `fireflyhpc doctor`") from None
+            family = ConfigError if isinstance(also, ConfigError) else ServerError
+            raise family(f"cannot start the payload on {self.node}: ssh to the node failed "
+                         f"({refused}), and srun failed too ({also})",
+                         hint="see `fireflyhpc doctor`") from None
 
     def _start_with_srun(self, progress: Say) -> None:
         from fireflyhpc.session.srun import SrunPayload

@@ -26,7 +26,7 @@ from typing import Any
 import platformdirs
 import psutil
 
-from fireflyhpc.errors import ConfigError, FireflyHPCError
+from fireflyhpc.errors import ConfigError, LocalError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SessionStore:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = self.directory.stat()
         if info.st_uid != os.getuid():
-            raise FireflyHPCError(f"session folder {self.directory} belongs to another user")
+            raise LocalError(f"session folder {self.directory} belongs to another user")
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(self.directory, 0o700)
 
@@ -172,7 +172,7 @@ class SessionStore:
         if not self.directory.exists():
             return []
         if not self.directory.is_dir():
-            raise FireflyHPCError(f"session folder {self.directory} is not a folder")
+            raise LocalError(f"session folder {self.directory} is not a folder")
         records = []
         for path in sorted(self.directory.glob("*.json")):
             if _ID.fullmatch(path.stem):

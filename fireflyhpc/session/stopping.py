@@ -15,7 +15,7 @@ from typing import Iterator
 
 import psutil
 
-from fireflyhpc.errors import FireflyHPCError, SSHError
+from fireflyhpc.errors import ConfigError, FireflyHPCError, LocalError, SSHError
 from fireflyhpc.session import launch
 from fireflyhpc.session.records import Liveness, SessionRecord, SessionStore, check_id, liveness
 
@@ -28,31 +28,39 @@ def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
                   config: str | None = None, store: SessionStore | None = None) -> Iterator[str]:
     """Stop session ``session_id`` (all sessions if None); yield one line per session.
 
-    Raises FireflyHPCError for an unknown id, or when a session could not be ended.
+    Raises ConfigError for an unknown id; when sessions could not be ended, the
+    error of the first one (its class and exit status), its message naming all.
     """
     store = store or SessionStore()
     if session_id is not None:
         record = store.get(check_id(session_id))
         if record is None:
-            raise FireflyHPCError(f"no session {session_id}", hint="see `fireflyhpc status`")
+            raise ConfigError(f"no session {session_id}", hint="see `fireflyhpc status`")
         records = [record]
     else:
         records = store.list()
         if not records:
             yield "no sessions"
             return
-    failures = []
+    failures: list[tuple[str, FireflyHPCError]] = []
     for record in records:
         try:
             yield stop_one(record, store, ssh_config=ssh_config)
         except FireflyHPCError as exc:
-            failures.append(f"{record.id}: {exc}")
+            failures.append((record.id, exc))
     if failures:
-        raise FireflyHPCError("could not stop " + "; ".join(failures))
+        first = failures[0][1]
+        first.message = "could not stop " + "; ".join(f"{sid}: {exc}" for sid, exc in failures)
+        first.hint = None
+        raise first
 
 
 def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None) -> str:
-    """End one session; return what was done. Raises FireflyHPCError on failure."""
+    """End one session; return what was done.
+
+    Raises ConfigError when it cannot be ended from here, LocalError when its
+    connect does not finish, SSHError/RemoteCommandError for a detached one.
+    """
     state = liveness(record)
     if state is Liveness.DEAD:
         store.remove(record.id)
@@ -60,7 +68,7 @@ def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | No
     if record.detached:
         return _stop_detached(record, store, ssh_config)
     if state is Liveness.UNKNOWN:
-        raise FireflyHPCError(f"session runs on {record.hostname}; stop it there")
+        raise ConfigError(f"session runs on {record.hostname}; stop it there")
     return _signal_connect(record, store)
 
 
@@ -68,7 +76,7 @@ def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
     if not _is_connect_command(record.pid):
         # Opened with fireflyhpc.connect() in a Python or Jupyter process: SIGTERM
         # would end that whole process, so leave it to its owner.
-        raise FireflyHPCError(f"session opened from Python (pid {record.pid}); call "
+        raise ConfigError(f"session opened from Python (pid {record.pid}); call "
                               ".close() on it there, or end that process")
     try:
         os.kill(record.pid, signal.SIGTERM)
@@ -77,7 +85,7 @@ def _signal_connect(record: SessionRecord, store: SessionStore) -> str:
     deadline = time.monotonic() + WAIT_FOR_CONNECT
     while _still_running(record):
         if time.monotonic() > deadline:
-            raise FireflyHPCError(f"connect (pid {record.pid}) is still cleaning up after "
+            raise LocalError(f"connect (pid {record.pid}) is still cleaning up after "
                                   f"{WAIT_FOR_CONNECT:g} s")
         time.sleep(0.1)
     store.remove(record.id)  # normally gone already: connect removes it itself

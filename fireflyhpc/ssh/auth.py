@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Protocol, Sequence, TextIO
 
 import paramiko
 
+from fireflyhpc import terminal
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
 
@@ -61,6 +62,7 @@ class TerminalPrompter:
         return io.TextIOWrapper(io.FileIO(fd, "w+"), encoding="utf-8")  # closed by the caller
 
     def secret(self, prompt: str) -> str:
+        terminal.before_prompt()
         if self._frontend_getpass():
             return getpass.getpass(prompt)
         with self._tty() as tty:
@@ -68,6 +70,7 @@ class TerminalPrompter:
 
     def interactive(self, title: str, instructions: str,
                     prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        terminal.before_prompt()
         if self._frontend_getpass():
             for text in (title, instructions):
                 if text:

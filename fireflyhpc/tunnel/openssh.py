@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from fireflyhpc import terminal
 from fireflyhpc.errors import SSHError
 from fireflyhpc.tunnel.engine import PathBroken, TargetRefused
 from fireflyhpc.tunnel.sshmsg import NodeSSHError, ssh_error_from_stderr
@@ -117,9 +118,12 @@ class Master:
         # With a terminal, ssh must share it to ask for a passphrase or a one-time
         # code (it reads /dev/tty); it ignores the Ctrl-C that reaches it there.
         # Without one, a session of its own keeps it out of our process group.
+        shares_terminal = _has_terminal()
+        if shares_terminal:  # it may ask: not at the end of our progress line
+            terminal.before_prompt()
         self.proc = subprocess.Popen(["sh", "-c", _GUARD, "sh", *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=not _has_terminal(),
+                                     start_new_session=not shares_terminal,
                                      env={**os.environ, "FIREFLYHPC_CONTROL": control})
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()

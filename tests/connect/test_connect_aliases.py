@@ -165,6 +165,8 @@ def test_cli_rc_file_option_and_profile_login(clean_env, tmp_path: Path) -> None
     config = tmp_path / "c.toml"
     config.write_text('default_cluster = "m"\n[clusters.m]\nlogin = "hpc-login"\n')
     rc = tmp_path / "rc"
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "ssh").write_text("Host hpc-login\n")
     proc = run_cli("--config", str(config), "--ssh-config", "cfg/ssh", "alias", "--shell",
                    "bash", "--install", "--rc-file", str(rc), env=clean_env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -189,6 +191,16 @@ def test_cli_bad_input_is_one_line(clean_env, args: list[str], expected: str,
     env = {**clean_env, "SHELL": "/bin/tcsh"}
     proc = run_cli("alias", *args, env=env)
     assert expected in one_error_line(proc) and proc.returncode == 3
+
+
+def test_cli_missing_ssh_config_is_refused(clean_env, tmp_path: Path) -> None:
+    # It used to print a function running `ssh -F /missing`, failing at every use.
+    rc = tmp_path / "rc"
+    proc = run_cli("--ssh-config", str(tmp_path / "missing"), "alias", "--shell", "bash",
+                   "--login", "h", "--install", "--rc-file", str(rc), env=clean_env)
+    assert one_error_line(proc) == f"fireflyhpc: error: SSH config file not found: " \
+                                   f"{tmp_path / 'missing'}"
+    assert proc.returncode == 3 and proc.stdout == "" and not rc.exists()
 
 
 def test_cli_install_refuses_broken_block(clean_env, tmp_path: Path) -> None:

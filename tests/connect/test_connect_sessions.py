@@ -17,7 +17,7 @@ import psutil
 import pytest
 from connect_testutil import one_error_line, run_cli
 
-from fireflyhpc.errors import ConfigError, FireflyHPCError
+from fireflyhpc.errors import ConfigError, ExitStatus, LocalError
 from fireflyhpc.session.records import (FORMAT_VERSION, Liveness, SessionRecord, SessionStore,
                                  check_id, liveness, new_id)
 
@@ -67,7 +67,7 @@ def test_folder_of_another_user_is_refused(tmp_path: Path, sleeper) -> None:  # 
     folder = tmp_path / "sessions"
     folder.mkdir(mode=0o700)
     os.chown(folder, 65534, 65534)
-    with pytest.raises(FireflyHPCError, match="belongs to another user"):
+    with pytest.raises(LocalError, match="belongs to another user"):
         SessionStore(folder).add(record_for(sleeper))
 
 
@@ -172,3 +172,19 @@ def test_status_with_unusable_state_folder_is_one_line(clean_env, tmp_path: Path
     proc = run_cli("status", env=clean_env)
     assert one_error_line(proc) == f"fireflyhpc: error: session folder {state}/fireflyhpc/" \
                                    "sessions is not a folder"
+    assert proc.returncode == ExitStatus.LOCAL
+
+
+def test_stop_failures_have_their_status(clean_env, sleeper) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("stop", "0123abcd", env=clean_env)
+    assert one_error_line(proc) == "fireflyhpc: error: no session 0123abcd (see `fireflyhpc " \
+                                   "status`)"
+    assert proc.returncode == ExitStatus.CONFIG
+    store = SessionStore(Path(clean_env["XDG_STATE_HOME"]) / "fireflyhpc" / "sessions")
+    away = store.add(record_for(sleeper, hostname="another-laptop"))
+    python = store.add(record_for(sleeper, job_id="13"))  # `sleep` is not a connect command
+    proc = run_cli("stop", "--all", env=clean_env)
+    line = one_error_line(proc)
+    assert f"could not stop {away.id}: session runs on another-laptop; stop it there" in line
+    assert f"{python.id}: session opened from Python (pid {sleeper.pid})" in line
+    assert proc.returncode == ExitStatus.CONFIG

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -32,7 +33,25 @@ def _profile(bench) -> dict:  # type: ignore[no-untyped-def]
     return dict(tomllib.loads(bench.config.read_text())["clusters"]["mini"])
 
 
+def _files_holding(top: Path, secret: str, since: float) -> list[Path]:
+    """Files below ``top`` changed since ``since`` (epoch s) whose bytes hold ``secret``."""
+    found = []
+    for folder, _dirs, names in os.walk(top):
+        for name in names:
+            path = Path(folder, name)
+            try:
+                info = path.lstat()
+                if info.st_mtime >= since and stat.S_ISREG(info.st_mode) and \
+                        info.st_size < 2**20 and secret.encode() in path.read_bytes():
+                    found.append(path)
+            except OSError:  # gone meanwhile (another session's file)
+                continue
+    return found
+
+
 def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None:  # type: ignore[no-untyped-def]
+    since = time.time() - 2  # file times have coarse granularity on some file systems
+    home = bench.cluster.home()
     run = bench.connect()
     url = run.wait_url()
     port, token = url_parts(url)
@@ -61,11 +80,13 @@ def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None: 
         out = ssh_lines(bench, node, ["python3", "-c", probe, str(remote_port)],
                         user=bench.cluster.other_user)
         assert out.strip() == "403"
-        # The token is in no file on the cluster's shared home, nor readable there.
-        home = bench.cluster.home()
-        for path in (home / ".fireflyhpc").rglob("*"):
-            if path.is_file() and job_id in str(path):
-                assert token not in path.read_text(errors="replace")
+        # As the README says: on the cluster's shared home the token is only in the
+        # payload's registry entry, readable by the user alone; gone when it stops.
+        holding = _files_holding(home, token, since)
+        assert [p.relative_to(home).parent for p in holding] == \
+            [Path(".local/state/fireflyhpc/servers")], holding
+        assert stat.S_IMODE(holding[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE(holding[0].parent.stat().st_mode) == 0o700
         assert (home / ".fireflyhpc" / "run").stat().st_mode & 0o077 == 0
     finally:
         started = time.monotonic()
@@ -73,6 +94,7 @@ def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None: 
     assert rc == 0, run.stderr_text
     assert "stopped" in run.stderr_text
     assert_nothing_left(bench, job_id, port, timeout=max(1.0, 15 - (time.monotonic() - started)))
+    assert _files_holding(home, token, since) == []
 
 
 def test_connect_attach_by_job_and_by_node_never_cancels(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]

@@ -52,8 +52,6 @@ class LiveServer:
 
 
 def start_in_process(app: Any, token: str | None) -> tuple[LiveServer, Callable[[], None]]:
-    import waitress
-
     listener = runner.bind(runner.resolve("127.0.0.1", 0))
     live = LiveServer(listener.host, listener.port, token)
 
@@ -61,21 +59,15 @@ def start_in_process(app: Any, token: str | None) -> tuple[LiveServer, Callable[
         live.remote_ports.append(environ.get("REMOTE_PORT", ""))
         return app(environ, start_response)
 
-    server = waitress.create_server(recording, sockets=[listener.sock],
-                                    **runner.WAITRESS_SETTINGS)
-    thread = threading.Thread(target=server.run, daemon=True)
+    loop = runner.ServerLoop(recording, listener.sock)
+    thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
 
     def stop() -> None:
-        # End the loop from inside its own thread (an empty map ends it), then
-        # close every socket it held.
-        dispatchers = list(server._map.values())
-        server.trigger.pull_trigger(server._map.clear)
+        loop.end()
         thread.join(10)
         assert not thread.is_alive()
-        for dispatcher in dispatchers:
-            dispatcher.close()
-        server.task_dispatcher.shutdown()
+        loop.close()
 
     return live, stop
 

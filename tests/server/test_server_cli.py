@@ -127,6 +127,13 @@ def test_missing_and_empty_token_files(tmp_path: Path) -> None:
     assert_one_line_error(run_serve("--token-file", str(empty)), ExitStatus.CONFIG, "empty")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_token_variable_is_refused(data_tree: Path, value: str) -> None:
+    # It used to mean "a random token", silently.
+    assert_one_line_error(run_serve(str(data_tree), env={"FIREFLYHPC_TOKEN": value}),
+                          ExitStatus.CONFIG, "$FIREFLYHPC_TOKEN is set but empty")
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_no_token_on_non_loopback_is_refused(host: str) -> None:
     proc = run_serve("--no-token", "--host", host)
@@ -276,3 +283,35 @@ def test_ipv6_loopback(data_tree: Path, tmp_path: Path) -> None:
         assert get(serve.base + "data/galaxy/Gas000.ffly", serve.token) == GAS_BYTES
     finally:
         assert stop_serve(serve) == 0
+
+
+def test_malformed_manifest_is_refused_at_start(data_tree: Path) -> None:
+    manifest = data_tree / "galaxy" / "filenames.json"
+    manifest.write_text('{"Gas": [["galaxy/Gas000.ffly", 10]')  # cut short
+    assert_one_line_error(run_serve(str(data_tree)), ExitStatus.CONFIG,
+                          f"{manifest}: not valid JSON")
+
+
+def test_empty_data_dir_name_is_refused(tmp_path: Path) -> None:
+    # "" used to mean the current directory
+    proc = subprocess.run([sys.executable, "-m", "fireflyhpc", "serve", "", "--no-browser"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert_one_line_error(proc, ExitStatus.CONFIG, "a data directory is an empty name")
+
+
+def test_unusable_paths_have_a_documented_status(tmp_path: Path) -> None:
+    assert_one_line_error(run_serve(str(tmp_path / ("x" * 300))), ExitStatus.CONFIG,
+                          "File name too long")
+    locked = tmp_path / "locked"
+    (locked / "data").mkdir(parents=True)
+    locked.chmod(0o600)  # listable by its owner, not traversable
+    argv = [sys.executable, "-m", "fireflyhpc", "serve", str(locked / "data"), "--no-browser"]
+    if os.geteuid() == 0:  # root passes any mode: drop the capabilities that let it
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    finally:
+        locked.chmod(0o700)
+    assert_one_line_error(proc, ExitStatus.CONFIG,
+                          f"cannot read data directory {str(locked / 'data')!r}: "
+                          "Permission denied")

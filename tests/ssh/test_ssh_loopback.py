@@ -404,6 +404,56 @@ def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
     assert b"tty phrase" not in seen and password not in seen
 
 
+def test_connect_prompt_starts_on_its_own_line(make_config, sshd, tmp_path) -> None:
+    """On a terminal `connect` rewrites its progress line in place (no newline); the
+    login's prompt used to follow it on the same line: `connecting to targetPassword: `."""
+    config = make_config("ffssh-2fa")
+    profile = tmp_path / "fireflyhpc.toml"
+    profile.write_text('[clusters.loop]\nlogin = "target"\n')
+    argv = [sys.executable, "-m", "fireflyhpc", "--ssh-config", str(config), "--config",
+            str(profile), "connect", "--cluster", "loop", "--no-browser"]
+    # A wrong answer ends it at the login, before anything would reach for Slurm.
+    status, seen = _converse(argv, [(b"Password: ", b"not the password")])
+    text = seen.decode("utf-8", "replace")
+    assert status == 4 and "Traceback" not in text, text
+    lines = _shown_lines(seen)
+    progress = [n for n, line in enumerate(lines) if line.startswith("connecting to target")]
+    prompts = [n for n, line in enumerate(lines) if "Password: " in line]
+    assert len(progress) == 1 and len(prompts) == 1, text
+    assert lines[prompts[0]].startswith("Password: ") and prompts[0] > progress[0], text
+    assert lines[progress[0]].rstrip() == "connecting to target", text
+
+
+def _shown_lines(seen: bytes) -> list[str]:
+    """What a terminal shows on each line: after a \\r, the text that follows overwrites."""
+    text = seen.decode("utf-8", "replace")
+    return [line.rstrip("\r").split("\r")[-1] for line in text.split("\n")]
+
+
+def test_openssh_prompt_starts_on_its_own_line(make_config, sshd, tmp_path) -> None:
+    """An ssh master shares the terminal to ask its own questions; they must not follow
+    the progress line either."""
+    config = make_config("ffssh-2fa")
+    script = ("import os, sys, tempfile\n"
+              "from fireflyhpc.cli.connect_cmd import StatusLine\n"
+              "from fireflyhpc.tunnel.openssh import Master\n"
+              "StatusLine()('opening the tunnel')\n"
+              "control = os.path.join(tempfile.mkdtemp(), 'c')\n"
+              "ssh = ['ssh', '-F', sys.argv[1]]\n"
+              "master = Master([*ssh, '-M', '-N', '-S', control, 'target'], control, 'target')\n"
+              "master.wait_ready([*ssh, '-S', control], timeout=60)\n"
+              "print('MASTER READY')\n"
+              "master.close()\n")
+    password = sshd.passwords["ffssh-2fa"].encode()
+    status, seen = _converse([sys.executable, "-c", script, str(config)],
+                             [(b"Password:", password), (b"MASTER READY", b"")])
+    assert status == 0, seen
+    lines = _shown_lines(seen)
+    asked = [line for line in lines if "Password:" in line]
+    assert "opening the tunnel" in lines and len(asked) == 1, seen
+    assert "opening the tunnel" not in asked[0], seen
+
+
 def test_expected_failures_print_nothing_on_stderr(make_config, sshd) -> None:
     """paramiko logs refused channels and bad banners at ERROR; the user sees only our error."""
     config = make_config()

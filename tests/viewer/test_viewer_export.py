@@ -12,8 +12,13 @@ import pytest
 from fireflyhpc.cli import main
 from fireflyhpc.datasets import datasets_index, discover, firefly_startup
 from fireflyhpc.demo import COUNTS, build_groups, ensure_demo
-from fireflyhpc.errors import ConfigError
-from fireflyhpc.fireflydata import ParticleData, ParticleGroup, read_dataset, write_dataset
+from fireflyhpc.errors import ConfigError, ExitStatus
+from fireflyhpc.fireflydata import (
+    ParticleData,
+    ParticleGroup,
+    read_dataset,
+    write_dataset,
+)
 
 
 def make_dataset(directory: Path, n: int = 5) -> Path:
@@ -175,3 +180,113 @@ def test_export_demo(tmp_path: Path, demo_dataset: Path, monkeypatch: pytest.Mon
     assert index == {"datasets": [{"name": "demo-galaxy", "path": "data/demo-galaxy/"}]}
     assert read_dataset(tmp_path / "site" / "data" / "demo-galaxy").npart() == 1_000_000
     assert os.access(tmp_path / "site" / "data" / "demo-galaxy" / "filenames.json", os.R_OK)
+
+
+# ---------------------------------------------------------------- export: what may leave
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("fireflyhpc: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "[" not in err  # one sentence, not a Python list
+    return err
+
+
+def _leaky_dataset(tmp_path: Path) -> tuple[Path, str]:
+    """A dataset holding ``etcdir -> /etc`` and ``link_out.txt -> a secret outside``."""
+    secret = "the secret outside, 7f3a9c\n"
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text(secret)
+    data = make_dataset(tmp_path / "in" / "leaky")
+    (data / "etcdir").symlink_to("/etc")
+    (data / "link_out.txt").symlink_to(tmp_path / "outside" / "secret.txt")
+    return data, secret
+
+
+@pytest.mark.parametrize("gh_pages", [False, True], ids=["plain", "gh-pages"])
+def test_export_refuses_links_that_leave_the_dataset(tmp_path: Path, gh_pages: bool,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    good = make_dataset(tmp_path / "in" / "good")  # copied first, then the export fails
+    data, secret = _leaky_dataset(tmp_path)
+    site = tmp_path / "out" / "site"
+    flags = ["--gh-pages"] if gh_pages else []
+    before = sorted(tmp_path.iterdir())
+    assert run_cli(site, good, data, *flags) == 3
+    assert "dataset leaky: etcdir is a link to /etc, outside the dataset" in \
+        _one_error_line(capsys)
+    (data / "etcdir").unlink()
+    assert run_cli(site, good, data, *flags) == 3
+    assert "dataset leaky: link_out.txt is a link to" in _one_error_line(capsys)
+    # no partial site, no staging folder, not even the parent folder made for it
+    assert sorted(tmp_path.iterdir()) == before
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+              and p.read_bytes() == secret.encode()]
+    assert leaked == [tmp_path / "outside" / "secret.txt"]
+
+
+def test_export_copies_what_serve_serves(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "snap")
+    (data / "sub").mkdir()
+    (data / "sub" / "notes.txt").write_text("notes\n")
+    (data / "again.json").symlink_to(data / "filenames.json")  # a link inside: followed
+    (data / "same").symlink_to("sub")
+    (data / ".hidden").write_text("private\n")
+    site = tmp_path / "site"
+    assert run_cli(site, data) == 0
+    out = site / "data" / "snap"
+    assert (out / "again.json").read_bytes() == (data / "filenames.json").read_bytes()
+    assert not (out / "again.json").is_symlink() and not (out / "same").is_symlink()
+    assert (out / "same" / "notes.txt").read_text() == "notes\n"
+    assert not (out / ".hidden").exists()
+
+
+def test_export_link_looping_back_is_refused(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "snap")
+    (data / "sub").mkdir()
+    (data / "sub" / "up").symlink_to("..")
+    assert run_cli(tmp_path / "site", data) == 3
+    assert "sub/up links back to" in _one_error_line(capsys)
+    assert not (tmp_path / "site").exists()
+
+
+def test_export_git_failure_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_dataset(tmp_path / "snap")
+    (tmp_path / "no-tools").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    site = tmp_path / "site"
+    site.mkdir()  # an empty target stays as it was
+    assert run_cli(site, data, "--gh-pages") == ExitStatus.LOCAL
+    assert "git is not installed" in _one_error_line(capsys)
+    assert list(site.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-tools", "site", "snap"]
+
+
+def test_export_empty_target_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "", "--demo"]) == 3
+    assert "the export target is an empty name" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+    data = make_dataset(tmp_path / "snap")
+    assert main(["export", "site", "", str(data)]) == 3
+    assert "a data directory is an empty name" in _one_error_line(capsys)
+    assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.parametrize("manifest,problem", [
+    ('{"Gas": [["snap/Gas000.ffly", 5]', "not valid JSON"),
+    ('[["snap/Gas000.ffly", 5]]', "expected a JSON object"),
+    ('{"Gas": "snap/Gas000.ffly"}', "'Gas' is not a list"),
+])
+def test_malformed_manifest_is_refused_naming_the_file(tmp_path: Path, manifest: str,
+                                                      problem: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "runs" / "snap")
+    (data / "filenames.json").write_text(manifest)
+    with pytest.raises(ConfigError, match=problem):
+        discover([tmp_path / "runs"])
+    assert run_cli(tmp_path / "site", tmp_path / "runs") == 3
+    err = _one_error_line(capsys)
+    assert f"{data / 'filenames.json'}: {problem}" in err
+    assert not (tmp_path / "site").exists()
