@@ -10,9 +10,7 @@ shell's rc file inside a marked block that a later install replaces.
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -20,6 +18,7 @@ from typing import Mapping
 from fireflyhpc import __version__
 from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.fsutil import atomic_write
 
 SHELLS = ("bash", "zsh", "fish")
 DEFAULT_NAME = "s2firefly"
@@ -195,13 +194,5 @@ def install(path: Path, name: str, body: str) -> str:
     if new == old:
         return "unchanged"
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(new)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, new, mode=mode)
     return "replaced" if begin_marker(name) in old else "added"

@@ -17,7 +17,6 @@ import re
 import secrets
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ import platformdirs
 import psutil
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError
+from fireflyhpc.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +144,7 @@ class SessionStore:
         """Write ``record`` (replacing one with the same id), atomically, mode 0600."""
         self._ensure_dir()
         text = json.dumps({"version": FORMAT_VERSION, "session": asdict(record)}, indent=2)
-        fd, tmp = tempfile.mkstemp(prefix=".session-", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp made it 0600
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(record.id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(record.id), text + "\n", mode=0o600)
         return record
 
     def get(self, session_id: str) -> SessionRecord | None:

@@ -25,12 +25,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from fireflyhpc.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +85,8 @@ def process_create_time(pid: int) -> float | None:
 
 
 def write_json_atomic(path: Path, document: dict[str, Any], mode: int = 0o600) -> None:
-    """Write ``document`` to ``path`` via a temp file in the same directory + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``document`` as JSON to ``path`` atomically (:func:`~fireflyhpc.fsutil.atomic_write`)."""
+    atomic_write(path, json.dumps(document, indent=1) + "\n", mode=mode)
 
 
 def register(host: str, port: int, url: str, token: str | None,

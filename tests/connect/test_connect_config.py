@@ -251,6 +251,16 @@ def test_config_init_writes_commented_file_and_refuses_overwrite(tmp_path: Path,
     assert forced.returncode == 0 and target.read_text() == cfg.example_config_text()
 
 
+def test_config_init_into_an_unwritable_place_names_the_target(clean_env) -> None:
+    """/proc takes no new files (not even root's): the error names the file asked for,
+    never the temporary file the atomic write uses."""
+    proc = run_cli("config", "init", "/proc/x.toml", env=clean_env)
+    line = one_error_line(proc)
+    assert line.startswith("fireflyhpc: error: cannot write /proc/x.toml: "), line
+    assert ".tmp" not in line and ".x.toml" not in line
+    assert proc.returncode == 3
+
+
 def test_config_init_default_path_follows_config_option(tmp_path: Path, clean_env) -> None:
     env = {**clean_env, "FIREFLYHPC_CONFIG": str(tmp_path / "env.toml")}
     assert run_cli("config", "path", env=env).stdout.strip() == str(tmp_path / "env.toml")
