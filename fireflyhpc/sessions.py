@@ -27,6 +27,7 @@ import psutil
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError
 from fireflyhpc.fsutil import atomic_write
+from fireflyhpc.procutil import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def check_id(session_id: str) -> str:
 
 
 def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
-    """Is the record's connect process alive? Judged by pid + create time + host.
+    """Is the record's connect process alive? Judged by pid + create time + host
+    (:func:`fireflyhpc.procutil.process_alive`: one that exists but may not be
+    inspected counts as alive).
 
     A detached session has no process here: it is DEAD once its job's time limit
     has passed, UNKNOWN before (only the cluster knows).
@@ -98,13 +101,7 @@ def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
         return Liveness.DEAD if ended else Liveness.UNKNOWN
     if record.hostname != (hostname or socket.gethostname()):
         return Liveness.UNKNOWN
-    try:
-        started = psutil.Process(record.pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return Liveness.DEAD
-    except psutil.AccessDenied:
-        return Liveness.ALIVE
-    return Liveness.ALIVE if abs(started - record.pid_create_time) < 0.01 else Liveness.DEAD
+    return Liveness.ALIVE if process_alive(record.pid, record.pid_create_time) else Liveness.DEAD
 
 
 def default_state_dir() -> Path:

@@ -17,6 +17,7 @@ import psutil
 
 from fireflyhpc import launch
 from fireflyhpc.errors import FireflyHPCError, SSHError
+from fireflyhpc.procutil import process_alive
 from fireflyhpc.sessions import Liveness, SessionRecord, SessionStore, check_id, liveness
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,7 @@ def _is_connect_command(pid: int) -> bool:
 
 def _still_running(record: SessionRecord) -> bool:
     """True while the connect process lives (a zombie waiting for its parent has ended)."""
-    try:
-        proc = psutil.Process(record.pid)
-        if abs(proc.create_time() - record.pid_create_time) >= 0.01:
-            return False
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
+    return process_alive(record.pid, record.pid_create_time)
 
 
 def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:
