@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING, Callable
-from urllib.parse import quote
 
 from fireflyhpc import jobwatch, launch
 from fireflyhpc.config import ResolvedSettings, config_path, templates_dir
 from fireflyhpc.session_watch import wait_http_ok
 from fireflyhpc.sessions import SessionStore
+from fireflyhpc.urls import token_url
 
 if TYPE_CHECKING:
     from fireflyhpc.connecting import ConnectRequest, Session
@@ -135,4 +135,4 @@ def open_forward(session: "Session", progress: Say) -> None:
     spec = payload_spec(session)
     wait_http_ok(base, session.token if spec.enforces_token else None,
                  stop=session.stop_requested.is_set, any_answer=not spec.enforces_token)
-    session.url = f"{base}?token={quote(session.token, safe='')}" if spec.enforces_token else base
+    session.url = token_url(base, session.token if spec.enforces_token else None)

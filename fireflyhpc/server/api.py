@@ -26,6 +26,7 @@ import psutil
 
 from fireflyhpc.errors import ServerError
 from fireflyhpc.procutil import running_process
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,7 @@ def spawn_server(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     base = str(info["url"])
-    from urllib.parse import quote
-
-    url = f"{base}?token={quote(token, safe='')}"
+    url = token_url(base, token)
     log.info("server %s listening on %s", process.pid, base)
     return ServerHandle(url, base, int(str(info["port"])), process.pid, token, process)
 

@@ -33,6 +33,7 @@ import psutil
 
 from fireflyhpc.fsutil import atomic_write
 from fireflyhpc.procutil import process_alive
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class ServerEntry:
     @property
     def token_url(self) -> str:
         """The URL including ``?token=`` (the plain URL if no token is used)."""
-        return self.url if self.token is None else f"{self.url}?token={self.token}"
+        return token_url(self.url, self.token)
 
 
 def registry_dir() -> Path:
