@@ -103,7 +103,7 @@ def end_message(job_id: str, job: JobInfo | None, time_left: float | None) -> st
 def check_node(node: str) -> str:
     """``node`` if it is a plain node name; ConfigError (one line) otherwise."""
     try:
-        return v.node_name(node)
+        return v.host_name(node)
     except ValueError as exc:
         raise ConfigError(f"node {node!r}: {exc}") from None
 

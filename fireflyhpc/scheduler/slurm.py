@@ -157,7 +157,7 @@ def squeue_argv(job_ids: Iterable[str] = (), *, user: str | None = None, me: boo
     elif me:
         argv.append("--me")
     if nodes:
-        argv += ["-w", ",".join(v.node_name(n) for n in nodes)]
+        argv += ["-w", ",".join(v.host_name(n) for n in nodes)]
     if states:
         bad = [s for s in states if not re.fullmatch(r"[A-Za-z_]{1,20}", s)]
         if bad:

@@ -9,7 +9,8 @@ import pytest
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.ssh.config import (GLOBAL_KNOWN_HOSTS, HostSpec, config_path, parse_config_text,
-                                   read_config, resolve_host, split_destination)
+                                   read_config, resolve_host)
+from fireflyhpc.validate import host_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOME = "/home/tester"
@@ -107,8 +108,8 @@ def test_proxyjump_loop_is_an_error(config) -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("Host a\n  Port abc\n", "bad port"),
-    ("Host a\n  Port 70000\n", "1-65535"),
+    ("Host a\n  Port abc\n", "SSH config: Port for a = 'abc': expected a TCP port"),
+    ("Host a\n  Port 70000\n", "from 1 to 65535"),
     ("Host a\n  StrictHostKeyChecking maybe\n", "StrictHostKeyChecking"),
     ("Host a\n  ConnectTimeout soon\n", "connecttimeout"),
     ("Host a\n  ProxyJump b,,c\n", "empty hop"),
@@ -126,14 +127,15 @@ def test_bad_values_are_config_errors(text: str, message: str) -> None:
     ("[fe80::1]:2022", (None, "fe80::1", 2022)),
     ("fe80::1", (None, "fe80::1", None)),
 ])
-def test_split_destination(target: str, expected: tuple) -> None:
-    assert split_destination(target) == expected
+def test_destinations_split_by_the_one_host_spec_parser(target: str, expected: tuple) -> None:
+    given = host_spec(target)
+    assert (given.user, given.host, given.port) == expected
 
 
 @pytest.mark.parametrize("target", ["", "u@", "host:0", "host:abc", "a b"])
-def test_split_destination_rejects(target: str) -> None:
+def test_bad_destinations_are_refused(config, target: str) -> None:
     with pytest.raises(ConfigError):
-        split_destination(target)
+        resolve_host(config, target)
 
 
 def test_config_path_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
