@@ -195,18 +195,34 @@ def test_pump_passes_data_and_half_close(echo_server) -> None:
         assert talk(tunnel.listener.port, payload) == payload + b"TOTAL %d" % len(payload)
 
 
+def connection_threads() -> list[threading.Thread]:
+    """The tunnel's per-connection threads still alive: ``conn`` and pump's ``up``."""
+    return [t for t in threading.enumerate() if t.name == "conn" or t.name.startswith("up")]
+
+
+def settle(done, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (bounded) until ``done()``: threads end a moment after their sockets."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_many_connections_do_not_block_each_other(echo_server) -> None:
+    baseline = threading.active_count()  # before the tunnel and its own threads exist
     with Tunnel(Listener(0), lambda: LocalPath(echo_server), target="local") as tunnel:
         port = tunnel.listener.port
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         try:  # twenty open, silent connections; a new one is still served
             assert talk(port, b"hello") == b"helloTOTAL 5"
+            assert sum(t.name == "conn" for t in connection_threads()) >= 20
         finally:
             for sock in idle:
                 sock.close()
-        before = threading.active_count()
-    time.sleep(0.5)
-    assert threading.active_count() <= before  # per-connection threads are gone
+        # Each connection's threads end with it, while the tunnel still runs.
+        settle(lambda: not connection_threads())
+        assert connection_threads() == []
+    settle(lambda: threading.active_count() <= baseline)
+    assert threading.active_count() <= baseline, threading.enumerate()
 
 
 def test_target_refused_gives_502_and_tunnel_stays_up() -> None:
