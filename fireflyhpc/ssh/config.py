@@ -10,8 +10,9 @@ its ``ProxyJump`` chain resolved into hops.
 Known approximations of OpenSSH: an ``Include`` inside a ``Host``/``Match``
 block is inlined at its place (the outer block is re-opened after it), so the
 Host blocks of an included file apply whether or not the outer block matched;
-``Match exec`` runs through paramiko (which needs ``invoke``, installed with
-fabric).
+``Match exec`` runs through paramiko, which runs the command with ``invoke`` (a
+declared dependency for that reason alone); invoke mirrors the process's stdin to
+the command, so it needs a real stdin (a terminal, a pipe or /dev/null).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,35 @@ def test_match_user(monkeypatch: pytest.MonkeyPatch, config) -> None:
     assert f"{HOME}/.ssh/id_dave" not in spec.identity_files
     cfg = parse_config_text("Host x\n  User dave\nMatch user dave\n  IdentityFile ~/.ssh/id_dave\n")
     assert resolve_host(cfg, "x").identity_files == (f"{HOME}/.ssh/id_dave",)
+
+
+_RESOLVE = """
+import sys
+from fireflyhpc.ssh.config import read_config, resolve_host
+spec = resolve_host(read_config(sys.argv[1]), sys.argv[2])
+print(spec.hostname, spec.port)
+"""
+
+
+def test_match_exec_runs_the_command(tmp_path: Path) -> None:
+    """`Match exec` runs its command (through invoke, which paramiko needs for it): the
+    block applies when the command exits 0, with %h replaced by the host. Run as the
+    CLI runs, in a process of its own (invoke mirrors the process's stdin)."""
+    flag = tmp_path / "on-vpn"
+    config = tmp_path / "ssh_config"
+    config.write_text(f'Match exec "test -e {flag} && test %h = cluster"\n'
+                      "  HostName inside.example.org\n  Port 2022\n"
+                      "Host *\n  HostName outside.example.org\n")
+
+    def resolve(alias: str) -> str:
+        return subprocess.run([sys.executable, "-c", _RESOLVE, str(config), alias],
+                              capture_output=True, text=True, check=True, timeout=60,
+                              stdin=subprocess.DEVNULL).stdout.strip()
+
+    assert resolve("cluster") == "outside.example.org 22"
+    flag.touch()
+    assert resolve("cluster") == "inside.example.org 2022"
+    assert resolve("other") == "outside.example.org 22"
 
 
 def test_proxyjump_loop_is_an_error(config) -> None:
