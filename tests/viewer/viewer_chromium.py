@@ -109,9 +109,9 @@ class Page:
     def wait_frames(self, count: int = 3) -> None:
         """Return once the page has produced ``count`` more animation frames: everything
         changed before the call (styles, a render loop's draws) has been painted."""
-        script = ("new Promise(done => { let left = %d; const tick = () => "
+        script = (f"new Promise(done => {{ let left = {int(count)}; const tick = () => "
                   "--left > 0 ? requestAnimationFrame(tick) : done(true); "
-                  "requestAnimationFrame(tick); })" % count)
+                  "requestAnimationFrame(tick); })")
         if self.evaluate(script) is not True:
             raise BrowserError("the page produced no animation frames")
 
