@@ -2,17 +2,16 @@
 
 ``s2firefly NODE`` runs ``ssh -t -L P:localhost:P LOGIN ssh -L P:localhost:P NODE``
 so that ``http://localhost:P/`` on the laptop reaches port P on the compute node's
-loopback. The node argument is checked inside the function (letters, digits,
-``. _ -``, not starting with ``-``) before it goes anywhere near the login node's
-shell. :func:`render_function` is pure; :func:`install` puts the text into the
+loopback. The node argument is checked inside the function, by the rule of
+:func:`fireflyhpc.validate.host_name` (letters, digits, ``_ . -``, not starting with
+``-`` or ``.``, no ``..``), before it goes anywhere near the login node's shell. A
+login with a port (``user@host:2222``) becomes ``-p 2222 user@host``. :func:`render_function` is pure; :func:`install` puts the text into the
 shell's rc file inside a marked block that a later install replaces.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -20,10 +19,14 @@ from typing import Mapping
 from fireflyhpc import __version__
 from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.fsutil import atomic_write
 
 SHELLS = ("bash", "zsh", "fish")
 DEFAULT_NAME = "s2firefly"
 DEFAULT_PORT = 5500  # Firefly's own default port
+# The node check inside the generated functions: validate.host_name's character sets
+# (its 253-character limit is left to the login node).
+_FIRST, _CHARS = v.HOST_NAME_FIRST, v.HOST_NAME_CHARS
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,9 @@ class AliasSpec:
 
     def checked(self) -> "AliasSpec":
         """This spec with every field validated; ConfigError naming the bad one."""
-        checks = (("--name", v.function_name, self.name), ("login", v.host, self.login),
-                  ("--port", v.port, self.port))
-        for label, validator, value in checks:
-            try:
-                validator(value)
-            except ValueError as exc:
-                raise ConfigError(f"{label} {value!r}: {exc}") from None
+        v.checked(v.function_name, self.name, "--name")
+        v.host_spec(self.login, what="login")
+        v.checked(v.port, self.port, "--port")
         if self.ssh_config is not None and ("\n" in self.ssh_config or "\0" in self.ssh_config):
             raise ConfigError("--ssh-config: expected a path on one line")
         return self
@@ -71,7 +70,8 @@ def _ssh_words(spec: AliasSpec, *, fish: bool) -> tuple[str, str]:
     outer = ["ssh"]
     if spec.ssh_config:
         outer += ["-F", q(spec.ssh_config)]
-    outer += ["-t", "-L", forward, q(spec.login), "ssh", "-L", forward]
+    login = v.host_spec(spec.login, what="login").ssh_args()  # user@host:port: -p PORT
+    outer += ["-t", "-L", forward, *(q(word) for word in login), "ssh", "-L", forward]
     return " ".join(outer), f"http://localhost:{spec.port}/"
 
 
@@ -88,7 +88,7 @@ function {n} {{
         return 2
     fi
     case "$1" in
-        ''|[!A-Za-z0-9]*|*[!A-Za-z0-9._-]*)
+        ''|[!{_FIRST}]*|*[!{_CHARS}]*|*..*)
             printf '%s: not a node name: %s\\n' {n} "$1" >&2
             return 2
             ;;
@@ -111,7 +111,7 @@ function {n} --description {description}
         echo "usage: {n} NODE" >&2
         return 2
     end
-    if not string match -qr -- '^[A-Za-z0-9][A-Za-z0-9._-]*\\z' $argv[1]
+    if not string match -qr -- '^(?!.*\\.\\.)[{_FIRST}][{_CHARS}]*\\z' $argv[1]
         printf '%s: not a node name: %s\\n' {n} $argv[1] >&2
         return 2
     end
@@ -195,13 +195,5 @@ def install(path: Path, name: str, body: str) -> str:
     if new == old:
         return "unchanged"
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(new)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, new, mode=mode)
     return "replaced" if begin_marker(name) in old else "added"

@@ -31,30 +31,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILE_NAME = "config.toml"
 
-# Every key a [clusters.NAME] table may hold, with the validator of its value.
-PROFILE_KEYS: dict[str, v.Validator] = {
-    "login": v.host,
-    "scheduler": v.choice("slurm"),
-    "partition": v.slurm_name,
-    "account": v.slurm_name,
-    "qos": v.slurm_name,
-    "constraint": v.constraint,
-    "time": v.slurm_time,
-    "cpus": v.positive_int,
-    "mem": v.memory,
-    "gpus": v.count,
-    "setup": v.shell_lines,
-    "python": v.python_command,
-    "hop": v.choice("auto", "ssh", "direct"),
-    "port_range": v.port_range,
-    "template": v.template_name,
-    "payload": v.payload,
-    "launch": v.choice("auto", "ssh", "srun"),
-    "job_name": v.slurm_name,
-}
+# Every key a [clusters.NAME] table may hold, with the validator of its value
+# (from the one table, fireflyhpc.validate.SETTINGS).
+PROFILE_KEYS: dict[str, v.Validator] = v.validators(
+    "login", "scheduler", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
+    "gpus", "setup", "python", "hop", "port_range", "template", "payload", "launch",
+    "job_name")
 
 # Settings that only exist on the command line (never in a profile).
-FLAG_ONLY_KEYS: dict[str, v.Validator] = {"local_port": v.port}
+FLAG_ONLY_KEYS: dict[str, v.Validator] = v.validators("local_port")
 
 # Built-in defaults: the lowest layer. None means "leave it to the cluster".
 DEFAULTS: dict[str, Any] = {
@@ -89,9 +74,6 @@ ENV_VARS: dict[str, str] = {
 }
 # Chooses the cluster profile when --cluster is not given (before default_cluster).
 ENV_CLUSTER = "FIREFLYHPC_CLUSTER"
-
-_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
 
 @dataclass(frozen=True)
 class ClusterProfile:
@@ -187,17 +169,6 @@ def templates_dir(path: Path) -> Path:
     return path.parent / "templates"
 
 
-def _check(validator: v.Validator, value: Any, where: str) -> Any:
-    """Run ``validator``; turn its ValueError into a one-line ConfigError at ``where``."""
-    try:
-        return validator(value)
-    except ValueError as exc:
-        shown = repr(value) if isinstance(value, str) else str(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        raise ConfigError(f"{where} = {shown}: {exc}") from None
-
-
 Locator = Callable[[Optional[str], Optional[str]], str]
 
 
@@ -223,6 +194,14 @@ def line_locator(text: str, source: str) -> Locator:
     return where
 
 
+def _is_cluster_name(value: Any) -> bool:
+    try:
+        v.cluster_name(value)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_profile(name: str, table: Any, source: str,
                   where: Locator | None = None) -> ClusterProfile:
     """Validate one ``[clusters.NAME]`` table; raises ConfigError naming file and key.
@@ -231,7 +210,7 @@ def parse_profile(name: str, table: Any, source: str,
     """
     at: Locator = where or (lambda _table, _key: source)
     section = f"clusters.{name}"
-    if not _CLUSTER_NAME.fullmatch(name):
+    if not _is_cluster_name(name):
         raise ConfigError(f"{at(section, None)}: [clusters.{name!r}]: expected a cluster name "
                           "of letters, digits and _ . -")
     if not isinstance(table, dict):
@@ -242,7 +221,7 @@ def parse_profile(name: str, table: Any, source: str,
         if key not in PROFILE_KEYS:
             raise ConfigError(f"{at(section, key)}: [clusters.{name}] unknown key {key!r}; "
                               f"expected one of: {', '.join(PROFILE_KEYS)}")
-        values[key] = _check(PROFILE_KEYS[key], raw, f"{at(section, key)}: [{section}] {key}")
+        values[key] = v.checked(PROFILE_KEYS[key], raw, f"{at(section, key)}: [{section}] {key}")
     return ClusterProfile(name=name, values=values, source=source)
 
 
@@ -267,7 +246,7 @@ def parse_config(text: str, path: Path) -> Config:
     default = None
     for key, raw in data.items():
         if key == "default_cluster":
-            if not isinstance(raw, str) or not _CLUSTER_NAME.fullmatch(raw):
+            if not _is_cluster_name(raw):
                 raise ConfigError(f"{at(None, key)}: default_cluster: expected a cluster name")
             default = raw
         elif key == "clusters":
@@ -336,14 +315,14 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str],
     for var, key in ENV_VARS.items():
         raw = env.get(var)
         if raw:
-            values[key] = _check(validators[key], raw, var)
+            values[key] = v.checked(validators[key], raw, var)
             sources[key] = var
     for key, value in flags.items():
         if key not in validators:
             raise ConfigError(f"unknown setting {key!r}")
         if value is not None:
             flag = "--" + key.replace("_", "-")
-            values[key], sources[key] = _check(validators[key], value, flag), "flag"
+            values[key], sources[key] = v.checked(validators[key], value, flag), "flag"
     values["setup"] = tuple(values["setup"])
     if values["port_range"] is not None:
         values["port_range"] = tuple(values["port_range"])

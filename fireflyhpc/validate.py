@@ -1,24 +1,44 @@
-"""Value kinds shared by the config file, the job templates and the shell aliases.
+"""Value kinds shared by the config file, the job templates, the command line, the
+tunnel, the SSH layer and the shell aliases: each rule is written here once.
 
 Each validator takes a raw value (from TOML, a flag, an environment variable or a
 ``--set KEY=VALUE``) and returns it normalized, or raises :class:`ValueError` whose
-text says what was expected. Callers add *where* the value came from and turn it
-into a :class:`~fireflyhpc.errors.ConfigError`; nothing here knows about files.
+text says what was expected. :func:`checked` turns that into a one-line
+:class:`~fireflyhpc.errors.ConfigError` naming where the value came from; nothing
+here knows about files.
+
+:data:`SETTINGS` is the one table from a setting's name to its validator: the keys of
+a cluster profile, the flag-only settings and the job-template placeholders all
+take their validators from it (:func:`validators`).
+
+:func:`host_spec` is the one parser of a login host as users write it (``host``,
+``user@host``, ``host:port``, ``user@host:port``, ``[::1]:22`` or an ssh_config
+alias); :func:`port` the one TCP port parser; :func:`host_name` the one host/node
+name check.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
+
+from fireflyhpc.errors import ConfigError
 
 Validator = Callable[[Any], Any]
 
 # Slurm accepts more characters in partition/account names than this, but these are
 # what real sites use and they are safe both on an #SBATCH line and in a shell.
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
-_HOST = re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.@%+:\[\]-]{0,252}")
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
-_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# A host or compute node name, an IPv4 address or an ssh_config alias: what may stand
+# unquoted in a remote shell and never reads as an option. The two character sets are
+# also what the generated shell functions check (fireflyhpc.aliases).
+HOST_NAME_FIRST = "A-Za-z0-9_"
+HOST_NAME_CHARS = "A-Za-z0-9_.-"
+_HOST_NAME = re.compile(rf"[{HOST_NAME_FIRST}][{HOST_NAME_CHARS}]{{0,252}}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONSTRAINT = re.compile(r"[A-Za-z0-9_\[(][A-Za-z0-9_.&|,*\[\]()!:-]{0,255}")
 _MEMORY = re.compile(r"([0-9]{1,9})([KMGTkmgt]?)")
 _OUTPUT = re.compile(r"[A-Za-z0-9_./%+@-][A-Za-z0-9_./%+@=-]{0,1023}")
@@ -55,19 +75,37 @@ def slurm_name(value: Any) -> str:
     return _match(_SLURM_NAME, value, "a name of letters, digits and _ . + - (at most 64)")
 
 
-def host(value: Any) -> str:
-    """A login host: an ssh_config alias, a host name or ``user@host``."""
-    return _match(_HOST, value, "an ssh host or ssh_config alias (no spaces, not starting with -)")
+def host_name(value: Any) -> str:
+    """A host or compute node name, an IPv4 address or an ssh_config alias: letters,
+    digits and ``_ . -``, not starting with ``-`` or ``.``, no ``..``, at most 253
+    characters. Safe unquoted in a remote shell and on an ssh command line."""
+    text = _text(value, "a host name")
+    problem = _host_name_problem(text)
+    if problem:
+        raise ValueError(f"expected a host name: {problem}")
+    return text
 
 
-def node_name(value: Any) -> str:
-    """A compute node name, safe to pass through a remote shell unquoted."""
-    return _match(_NODE, value, "a node name of letters, digits and _ . -")
+def _host_name_problem(text: str) -> str | None:
+    """What is wrong with ``text`` as a host name, or None."""
+    if not text:
+        return "the name is empty"
+    bad = sorted({ch for ch in text if not (ch.isascii() and (ch.isalnum() or ch in "_.-"))})
+    if bad:
+        return "these characters are not allowed: " + " ".join(repr(ch) for ch in bad)
+    if not _HOST_NAME.fullmatch(text) or ".." in text:
+        return "letters, digits and _ . - only, not starting with - or ., at most 253"
+    return None
 
 
 def template_name(value: Any) -> str:
     """The name of a job template (file name without ``.sbatch``)."""
-    return _match(_TEMPLATE_NAME, value, "a template name of letters, digits and _ . -")
+    return _match(_NAME, value, "a template name of letters, digits and _ . -")
+
+
+def cluster_name(value: Any) -> str:
+    """The name of a cluster profile (``[clusters.NAME]``)."""
+    return _match(_NAME, value, "a cluster name of letters, digits and _ . -")
 
 
 def function_name(value: Any) -> str:
@@ -145,9 +183,25 @@ def count(value: Any) -> int:
     return _integer(value, 0, 1_000_000, "a whole number of at least 0")
 
 
-def port(value: Any) -> int:
-    """A TCP port number, 1-65535."""
-    return _integer(value, 1, 65535, "a TCP port number 1-65535")
+def port(value: Any, *, allow_zero: bool = False) -> int:
+    """A TCP port number 1-65535 (0 too with ``allow_zero``: "any free port"), given
+    as an int or as decimal text (surrounding spaces ignored)."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
+        raise ValueError(f"expected a TCP port number from {low} to 65535")
+    return value
+
+
+def local_port(value: Any) -> int:
+    """A local port to listen on: 0 (any free port) or 1-65535."""
+    return port(value, allow_zero=True)
+
+
+def parse_port(value: Any, *, what: str = "port", allow_zero: bool = False) -> int:
+    """:func:`port`, raising a one-line ConfigError that names ``what`` instead."""
+    return int(checked(local_port if allow_zero else port, value, what))
 
 
 def port_range(value: Any) -> tuple[int, int]:
@@ -230,3 +284,149 @@ def payload(value: Any) -> str:
         raise ValueError("expected 'auto', 'builtin', 'firefly' or a one-line command "
                          "containing {port}")
     return text
+
+
+def one_line(value: Any) -> str:
+    """Free text on one line (a path, a label); whoever uses it must quote it."""
+    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("expected one line of text")
+    return value
+
+
+# -- where a host is ---------------------------------------------------------------------
+
+HOST_SPEC_EXPECTED = "[user@]host[:port] or an ssh_config alias"
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """A login host as the user wrote it, split: ``host`` (a name, an ssh_config alias
+    or an IP address, IPv6 without brackets), and the ``user`` and ``port`` given with
+    it (None when not given: ssh_config or the defaults decide)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    @property
+    def destination(self) -> str:
+        """``user@host`` or ``host``: the destination argument of the ssh command."""
+        return self.host if self.user is None else f"{self.user}@{self.host}"
+
+    def ssh_args(self) -> list[str]:
+        """The ssh command line's words for this target: ``[-p PORT] DESTINATION``."""
+        return (["-p", str(self.port)] if self.port is not None else []) + [self.destination]
+
+    def __str__(self) -> str:
+        """The target written back as ``[user@]host[:port]`` (``[IPv6]:port``)."""
+        user = "" if self.user is None else f"{self.user}@"
+        if self.port is None:
+            return user + self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{user}{host}:{self.port}"
+
+
+def _ipv6(text: str) -> str:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        raise ValueError(f"expected {HOST_SPEC_EXPECTED}; {text!r} is not an IPv6 "
+                         "address") from None
+    return text
+
+
+def _host_target(value: Any) -> HostTarget:
+    """:func:`host_spec`'s parser, raising ValueError (a validator)."""
+    text = _text(value, HOST_SPEC_EXPECTED)
+    rest = text.removeprefix("ssh://")
+    user, at, hostport = rest.rpartition("@")
+    if at and not _USER.fullmatch(user):
+        raise ValueError(f"expected {HOST_SPEC_EXPECTED}; {user!r} is not a user name")
+    port_text: str | None = None
+    if hostport.startswith("["):  # [IPv6] or [IPv6]:port
+        inner, closed, tail = hostport[1:].partition("]")
+        if not closed or (tail and not tail.startswith(":")):
+            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; an IPv6 address goes in "
+                             "brackets: [::1]:22")
+        host = _ipv6(inner)
+        port_text = tail[1:] if tail else None
+    elif hostport.count(":") > 1:  # a bare IPv6 address: no port can follow
+        host = _ipv6(hostport)
+    else:
+        host, colon, after = hostport.partition(":")
+        port_text = after if colon else None
+        problem = _host_name_problem(host)
+        if problem:
+            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; host name: {problem}")
+    number = None
+    if port_text is not None:
+        try:
+            number = port(port_text)
+        except ValueError as exc:
+            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; the port: {exc}") from None
+    return HostTarget(host=host, user=user if at else None, port=number)
+
+
+def host_spec(text: Any, *, what: str = "host") -> HostTarget:
+    """Parse a login host as users write it: ``host``, ``user@host``, ``host:port``,
+    ``user@host:port``, an ssh_config alias, or an IPv6 address (``[::1]:22``, or bare
+    ``::1`` without a port); ``ssh://`` in front is allowed, as ssh allows it.
+
+    Raises a one-line ConfigError naming ``what`` for anything else (spaces, shell
+    characters, a leading ``-``, an empty part, a bad port).
+    """
+    target: HostTarget = checked(_host_target, text, what)
+    return target
+
+
+def login_host(value: Any) -> str:
+    """A login host (:func:`host_spec`'s forms), returned as written."""
+    _host_target(value)
+    return str(value)
+
+
+# -- the one table of settings -----------------------------------------------------------
+
+# Every named setting (a cluster profile's keys, the flag-only settings and the job
+# template placeholders) with the validator of its value.
+SETTINGS: dict[str, Validator] = {
+    "login": login_host,
+    "scheduler": choice("slurm"),
+    "cluster": cluster_name,
+    "partition": slurm_name,
+    "account": slurm_name,
+    "qos": slurm_name,
+    "constraint": constraint,
+    "time": slurm_time,
+    "cpus": positive_int,
+    "mem": memory,
+    "gpus": count,
+    "setup": shell_lines,
+    "python": python_command,
+    "hop": choice("auto", "ssh", "direct"),
+    "port_range": port_range,
+    "template": template_name,
+    "payload": payload,
+    "launch": choice("auto", "ssh", "srun"),
+    "job_name": slurm_name,
+    "local_port": local_port,
+    "output": output_path,
+    "workdir": one_line,
+}
+
+
+def validators(*names: str) -> dict[str, Validator]:
+    """``{name: validator}`` from :data:`SETTINGS` for ``names``, in that order."""
+    return {name: SETTINGS[name] for name in names}
+
+
+def checked(validator: Validator, value: Any, where: str) -> Any:
+    """``validator(value)``; its ValueError becomes a one-line ConfigError
+    ``"WHERE = VALUE: what was expected"`` (long values shortened)."""
+    try:
+        return validator(value)
+    except ValueError as exc:
+        shown = repr(value) if isinstance(value, str) else str(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise ConfigError(f"{where} = {shown}: {exc}") from None

@@ -140,6 +140,8 @@ def test_every_error_family_has_a_distinct_status() -> None:
 
 
 def test_config_init_where_nothing_can_be_written_names_the_target(tmp_path) -> None:
+    """/proc takes no new files (not even root's): the error names the file asked for,
+    never the temporary file the atomic write uses."""
     proc = run_cli("config", "init", "/proc/fireflyhpc-test.toml")
     assert proc.returncode == ExitStatus.LOCAL
     assert proc.stderr == ("fireflyhpc: error: cannot write /proc/fireflyhpc-test.toml: "

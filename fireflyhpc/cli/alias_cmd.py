@@ -10,7 +10,6 @@ import click
 from fireflyhpc import aliases
 from fireflyhpc import config as cfg
 from fireflyhpc import validate as v
-from fireflyhpc.errors import ConfigError
 
 
 @click.command("alias")
@@ -21,7 +20,8 @@ from fireflyhpc.errors import ConfigError
 @click.option("--port", default=str(aliases.DEFAULT_PORT), show_default=True, metavar="PORT",
               help="Port forwarded on the laptop, the login node and the compute node.")
 @click.option("--cluster", metavar="NAME", help="Cluster profile whose login host to use.")
-@click.option("--login", metavar="HOST", help="Login host (overrides the profile's).")
+@click.option("--login", metavar="HOST", help="Login host: host, user@host, host:port, "
+              "user@host:port or an ssh_config alias (overrides the profile's).")
 @click.option("--install", is_flag=True, help="Add the function to your shell's rc file "
               "(once, in a marked block; installing again replaces it).")
 @click.option("--rc-file", type=click.Path(dir_okay=False),
@@ -45,11 +45,7 @@ def alias_command(app: object, shell: str | None, name: str, port: str, cluster:
         from fireflyhpc.ssh.config import config_path
 
         ssh_config = str(config_path(ssh_config))
-    try:
-        port_number = v.port(port)
-    except ValueError as exc:
-        raise ConfigError(f"--port {port!r}: {exc}") from None
-    spec = aliases.AliasSpec(login=login, name=name, port=port_number,
+    spec = aliases.AliasSpec(login=login, name=name, port=v.parse_port(port, what="--port"),
                              ssh_config=str(Path(ssh_config).expanduser().absolute())
                              if ssh_config else None)
     text = aliases.render_function(spec, shell)

@@ -4,39 +4,30 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from fireflyhpc import config as cfg
 from fireflyhpc.errors import ConfigError, LocalError
+from fireflyhpc.fsutil import atomic_write
 
 
 def write_new_file(path: Path, text: str, *, force: bool) -> None:
-    """Write ``text`` to ``path`` atomically; ConfigError if it exists and not ``force``,
-    LocalError (naming ``path``) if it cannot be written."""
+    """Write ``text`` to ``path`` atomically, mode 0644.
+
+    Raises ConfigError if it exists and not ``force``, LocalError (naming ``path``,
+    never a temporary file) if it cannot be written.
+    """
     if path.exists() and not force:
         raise ConfigError(f"{path} exists already", hint="use --force to overwrite it")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file")
     try:
-        _write_atomically(path, text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text, mode=0o644)
     except OSError as exc:
-        raise LocalError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise LocalError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @click.group("config")

@@ -7,9 +7,9 @@ import sys
 import click
 
 from fireflyhpc import browser, terminal
+from fireflyhpc import validate as v
 from fireflyhpc.errors import ExitStatus
 from fireflyhpc.signals import StopSignals, signal_name
-from fireflyhpc.tunnel.ports import parse_port
 
 
 class StatusLine:
@@ -94,7 +94,8 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
 
     request = ConnectRequest(
         cluster=cluster, node=node, job_id=job_id,
-        local_port=parse_port(local_port, what="local port") if local_port else None,
+        local_port=v.parse_port(local_port, what="--port", allow_zero=True)
+        if local_port else None,
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
         mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),

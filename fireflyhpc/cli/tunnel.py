@@ -6,17 +6,18 @@ import logging
 
 import click
 
+from fireflyhpc import validate as v
 from fireflyhpc.config import load_settings
 from fireflyhpc.signals import StopSignals
 from fireflyhpc.tunnel.build import BACKENDS, HOPS, TunnelRequest, open_tunnel
-from fireflyhpc.tunnel.ports import parse_port
 
 
 @click.command("tunnel")
 @click.argument("node")
 @click.argument("remote_port")
 @click.option("--login", "login", envvar="FIREFLYHPC_LOGIN", show_envvar=True,
-              help="Login node (a host or ssh_config alias) to go through "
+              help="Login node to go through (host, user@host, host:port, user@host:port "
+                   "or an ssh_config alias) "
                    "[default: the cluster profile's login].")
 @click.option("--cluster", help="Cluster profile to take the login node and hop mode from "
               "(default: FIREFLYHPC_CLUSTER, then default_cluster).")
@@ -41,8 +42,8 @@ def tunnel_command(obj: object, node: str, remote_port: str, login: str | None,
     reconnects by itself if the network drops; the local port stays yours. The
     login node comes from --login, else from the cluster profile.
     """
-    remote = parse_port(remote_port, what="remote port", allow_zero=False)
-    local = parse_port(local_port, what="local port")
+    remote = v.parse_port(remote_port, what="remote port")
+    local = v.parse_port(local_port, what="local port", allow_zero=True)
     settings = load_settings(getattr(obj, "config", None), {"login": login, "hop": hop},
                              cluster=cluster)
     login = settings.require_login()

@@ -16,13 +16,13 @@ per-group dictionaries (``partsColors``, ``partsSizeMultipliers``,
 from __future__ import annotations
 
 import json
-import os
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from fireflyhpc.fireflydata.ffly import FireflyFormatError, ParticleData, read_ffly, write_ffly
+from fireflyhpc.fsutil import atomic_write
 
 MANIFEST = "filenames.json"
 RESERVED_KEYS = ("options", "tweenParams")
@@ -80,14 +80,8 @@ def _chunks(data: ParticleData, per_file: int) -> Iterator[ParticleData]:
 
 
 def _write_json(path: Path, content: Any) -> None:
-    """Write JSON atomically (temp file in the same directory, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, separators=(",", ":"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON atomically, with the permissions a plain new file gets (umask)."""
+    atomic_write(path, json.dumps(content, separators=(",", ":")), mode=None)
 
 
 # Every per-group key Firefly's Python Settings writes, with its default; Firefly's

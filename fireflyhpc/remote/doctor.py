@@ -271,7 +271,7 @@ def pick_node(conn: Any, settings: ResolvedSettings, partitions: list[Any]) -> s
             candidates += list(part.nodes)
     for name in candidates:
         try:
-            return str(validate.node_name(name))
+            return str(validate.host_name(name))
         except ValueError:
             continue
     return None

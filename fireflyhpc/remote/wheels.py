@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 DIST_NAME = "fireflyhpc"
 # What `fireflyhpc serve` needs on a compute node; the SSH stack stays on the laptop.
-PAYLOAD_DEPENDENCIES = frozenset({"flask", "waitress", "click", "platformdirs", "psutil", "tomli"})
+PAYLOAD_DEPENDENCIES = frozenset({"flask", "werkzeug", "waitress", "click", "platformdirs",
+                                  "psutil", "tomli"})
 _SKIP_DIRS = {".git", "__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", "tests",
               "benchmarks"}
 _DIST_INFO_KEEP = ("METADATA", "entry_points.txt", "top_level.txt")

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 from fireflyhpc.errors import RemoteCommandError, SchedulerError
 from fireflyhpc.scheduler import slurm
@@ -76,11 +75,8 @@ class Backoff:
             delay = min(delay * self.factor, self.maximum)
 
 
-JobMap = Mapping[str, "JobInfo | None"]
-
-
 class Scheduler:
-    """Slurm through a runner: submit, query, cancel, list partitions, wait."""
+    """Slurm through a runner: submit, query, cancel, list partitions."""
 
     def __init__(self, run: Runner, *, where: str = "") -> None:
         self._run = run
@@ -178,47 +174,6 @@ class Scheduler:
         """One batched squeue for ``job_ids``: each id maps to its row, or None if gone."""
         found = {job.job_id: job for job in self.jobs(job_ids)} if job_ids else {}
         return {str(job_id): found.get(str(job_id)) for job_id in job_ids}
-
-    def wait(self, job_ids: Sequence[str], until: Callable[[JobMap], bool], *,
-             timeout: float | None = None, on_poll: Callable[[JobMap], None] | None = None,
-             backoff: Backoff = Backoff(), sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.monotonic) -> dict[str, JobInfo | None]:
-        """Poll all ``job_ids`` with one squeue per round, backing off, until ``until``.
-
-        Returns the last poll. Raises SchedulerError when ``timeout`` seconds pass.
-        """
-        deadline = None if timeout is None else clock() + timeout
-        for delay in backoff.delays():
-            states = self.poll(job_ids)
-            if on_poll is not None:
-                on_poll(states)
-            if until(states):
-                return states
-            if deadline is not None and clock() + delay > deadline:
-                raise SchedulerError(f"gave up waiting for job(s) {', '.join(job_ids)} after "
-                                     f"{timeout:g} s")
-            sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def wait_running(self, job_id: str, *, timeout: float | None = None,
-                     on_poll: Callable[[JobMap], None] | None = None,
-                     backoff: Backoff = Backoff(),
-                     sleep: Callable[[float], None] = time.sleep) -> JobInfo:
-        """Wait until ``job_id`` runs; return its row (with its node).
-
-        Raises SchedulerError if the job ends, or leaves the queue, before it runs.
-        """
-        def settled(states: JobMap) -> bool:
-            job = states[job_id]
-            return job is None or job.state.running or job.state.finished
-
-        job = self.wait([job_id], settled, timeout=timeout, on_poll=on_poll,
-                        backoff=backoff, sleep=sleep)[job_id]
-        if job is None or not job.state.running:
-            state = job.state.value if job else "no longer in the queue"
-            reason = f" ({job.reason})" if job and job.reason else ""
-            raise SchedulerError(f"job {job_id} ended before it started: {state}{reason}")
-        return job
 
 
 def slurm_result(exit_code: int, stdout: str, stderr: str) -> Result:

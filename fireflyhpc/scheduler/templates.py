@@ -34,30 +34,12 @@ SUFFIX = ".sbatch"
 DEFAULT_OUTPUT = "fireflyhpc-%j.out"
 
 
-def _text(value: Any) -> str:
-    """Free text (a path, a label): any one line; it is always quoted in the body."""
-    if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("expected one line of text")
-    return value
-
-
-# Every placeholder a template may use, and how its value is checked.
-PLACEHOLDERS: dict[str, v.Validator] = {
-    "cluster": v.slurm_name,
-    "job_name": v.slurm_name,
-    "partition": v.slurm_name,
-    "account": v.slurm_name,
-    "qos": v.slurm_name,
-    "constraint": v.constraint,
-    "time": v.slurm_time,
-    "cpus": v.positive_int,
-    "mem": v.memory,
-    "gpus": v.count,
-    "output": v.output_path,
-    "workdir": _text,
-    "python": v.python_command,
-    "setup": v.shell_lines,
-}
+# Every placeholder a template may use, and how its value is checked (from the one
+# table, fireflyhpc.validate.SETTINGS: a placeholder and the profile key of the same
+# name accept the same values). ``workdir`` is free text: it is always quoted.
+PLACEHOLDERS: dict[str, v.Validator] = v.validators(
+    "cluster", "job_name", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
+    "gpus", "output", "workdir", "python", "setup")
 _LINES_KINDS = {"setup"}
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")

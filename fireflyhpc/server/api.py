@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 import psutil
 
 from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.procutil import running_process
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +142,7 @@ def spawn_server(directory: str | os.PathLike[str] | Sequence[str | os.PathLike[
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     base = str(info["url"])
-    from urllib.parse import quote
-
-    url = f"{base}?token={quote(token, safe='')}"
+    url = token_url(base, token)
     log.info("server %s listening on %s", process.pid, base)
     return ServerHandle(url, base, int(str(info["port"])), process.pid, token, process)
 
@@ -169,15 +169,17 @@ def quit_all_servers(pid: int | None = None, timeout: float = 10.0) -> list[int]
         log.warning("no fireflyhpc server with pid %s is running", pid)
     processes = []
     for path, entry in targets:
-        try:
-            # psutil.Process remembers the create time it saw, and refuses to
-            # signal a different process that later got the same pid.
-            proc = psutil.Process(entry.pid)
-            if is_alive(entry) and abs(proc.create_time() - entry.create_time) < 0.01:
+        # The Process remembers the identity it was checked with: psutil refuses to
+        # signal a different process that later got the same pid.
+        proc = running_process(entry.pid, entry.create_time) if is_alive(entry) else None
+        if proc is not None:
+            try:
                 proc.terminate()
                 processes.append(proc)
-        except psutil.NoSuchProcess:
-            pass
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.AccessDenied:
+                log.warning("not allowed to stop the server with pid %s", entry.pid)
         unregister(path)
     _, alive = psutil.wait_procs(processes, timeout=timeout)
     for proc in alive:

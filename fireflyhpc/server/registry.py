@@ -14,7 +14,7 @@ the full URL later. It is stored under the same protection as ``~/.ssh`` keys
 for its servers.
 
 An entry is trusted only if its hostname is this host's and a process with its
-pid exists with the same create time; entries of this host that fail that test
+pid exists with the same create time (:mod:`fireflyhpc.procutil`); entries of this host that fail that test
 are stale and removed. Entries of other hosts (a shared home directory) are
 left alone.
 """
@@ -25,12 +25,15 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from fireflyhpc.fsutil import atomic_write
+from fireflyhpc.procutil import process_alive
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class ServerEntry:
     @property
     def token_url(self) -> str:
         """The URL including ``?token=`` (the plain URL if no token is used)."""
-        return self.url if self.token is None else f"{self.url}?token={self.token}"
+        return token_url(self.url, self.token)
 
 
 def registry_dir() -> Path:
@@ -75,38 +78,19 @@ def registry_dir() -> Path:
     return path
 
 
-def process_create_time(pid: int) -> float | None:
-    """psutil's create time of ``pid``, or None if there is no such process."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
 def write_json_atomic(path: Path, document: dict[str, Any], mode: int = 0o600) -> None:
-    """Write ``document`` to ``path`` via a temp file in the same directory + rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``document`` as JSON to ``path`` atomically (:func:`~fireflyhpc.fsutil.atomic_write`)."""
+    atomic_write(path, json.dumps(document, indent=1) + "\n", mode=mode)
 
 
 def register(host: str, port: int, url: str, token: str | None,
              pid: int | None = None) -> Path:
     """Record the server process ``pid`` (default: this one); return the file."""
     pid = os.getpid() if pid is None else pid
-    created = process_create_time(pid)
-    if created is None:
-        raise ValueError(f"no process {pid}")
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        raise ValueError(f"no process {pid}") from None
     entry = ServerEntry(socket.gethostname(), pid, created, host, port, url, token)
     path = registry_dir() / f"server-{entry.hostname}-{pid}.json"
     write_json_atomic(path, asdict(entry))
@@ -132,11 +116,10 @@ def _load(path: Path) -> ServerEntry | None:
 
 
 def is_alive(entry: ServerEntry) -> bool:
-    """True if ``entry`` describes a process running on this host right now."""
-    if entry.hostname != socket.gethostname():
-        return False
-    created = process_create_time(entry.pid)
-    return created is not None and abs(created - entry.create_time) < 0.01
+    """True if ``entry`` describes a process running on this host right now
+    (:func:`fireflyhpc.procutil.process_alive`: one that exists but may not be
+    inspected counts as alive)."""
+    return entry.hostname == socket.gethostname() and process_alive(entry.pid, entry.create_time)
 
 
 def list_servers(remove_stale: bool = True) -> list[tuple[Path, ServerEntry]]:

@@ -24,11 +24,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
-from urllib.parse import quote
 
 from fireflyhpc.browser import open_browser
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.signals import StopSignals, signal_name
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,6 @@ def bind(address: tuple[Any, ...], backlog: int = 128) -> Listener:
     elif ":" in bound_host:
         url_host = f"[{bound_host}]"
     return Listener(sock, bound_host, bound_port, is_loopback(bound_host), url_host)
-
-
-def token_url(base_url: str, token: str | None) -> str:
-    """``base_url`` with ``?token=`` appended (quoted); unchanged without token."""
-    return base_url if token is None else f"{base_url}?token={quote(token, safe='')}"
 
 
 def _open_browser(url: str) -> None:

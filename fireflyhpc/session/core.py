@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-from urllib.parse import quote
 
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
@@ -28,6 +27,7 @@ from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
 from fireflyhpc.session.request import ConnectRequest, Ending, Say
 from fireflyhpc.session.steps import payload_spec
 from fireflyhpc.session.watch import job_ending, server_ending, wait_http_ok, watch_loop
+from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Session:
         enforced = payload_spec(self.settings, self.request.data_dirs).enforces_token
         wait_http_ok(base, self.token if enforced else None,
                      stop=self.stop_requested.is_set, any_answer=not enforced)
-        self.url = f"{base}?token={quote(self.token, safe='')}" if enforced else base
+        self.url = token_url(base, self.token if enforced else None)
 
     # -- recording ------------------------------------------------------------------------
     def record(self, *, detached: bool = False) -> SessionRecord:

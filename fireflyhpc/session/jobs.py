@@ -103,7 +103,7 @@ def end_message(job_id: str, job: JobInfo | None, time_left: float | None) -> st
 def check_node(node: str) -> str:
     """``node`` if it is a plain node name; ConfigError (one line) otherwise."""
     try:
-        return v.node_name(node)
+        return v.host_name(node)
     except ValueError as exc:
         raise ConfigError(f"node {node!r}: {exc}") from None
 
@@ -141,13 +141,16 @@ def find_job(scheduler: Scheduler, *, job_id: str | None, node: str | None) -> J
 def wait_until_running(scheduler: Scheduler, job_id: str, progress: Progress, *,
                        stop: Callable[[], bool] = lambda: False,
                        backoff: Backoff = WAIT_BACKOFF,
-                       sleep: Callable[[float], None] = time.sleep) -> JobInfo:
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> JobInfo:
     """Poll ``job_id`` until it runs, reporting each poll through ``progress``.
 
-    Raises SchedulerError when it ends first or can never start (Slurm's reason),
+    Between polls it waits ``backoff``'s delays in steps of at most 0.2 s (by
+    ``sleep``, timed by ``clock``), asking ``stop()`` before each step. Raises
+    SchedulerError when the job ends first or can never start (Slurm's reason),
     KeyboardInterrupt when ``stop()`` turns true.
     """
-    started = time.monotonic()
+    started = clock()
     for delay in backoff.delays():
         job = scheduler.job(job_id)
         if job is not None and job.state.running and job.nodes:
@@ -162,10 +165,10 @@ def wait_until_running(scheduler: Scheduler, job_id: str, progress: Progress, *,
         estimate = None
         if job.state.waiting:
             estimate = scheduler.start_estimates([job_id]).get(job_id)
-        progress(status_text(job_id, job, estimate, time.monotonic() - started))
-        end = time.monotonic() + delay
-        while time.monotonic() < end:
+        progress(status_text(job_id, job, estimate, clock() - started))
+        end = clock() + delay
+        while clock() < end:
             if stop():
                 raise KeyboardInterrupt
-            sleep(min(0.2, max(0.0, end - time.monotonic())))
+            sleep(min(0.2, max(0.0, end - clock())))
     raise AssertionError("unreachable")  # pragma: no cover

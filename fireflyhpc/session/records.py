@@ -17,7 +17,6 @@ import re
 import secrets
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +26,8 @@ import platformdirs
 import psutil
 
 from fireflyhpc.errors import ConfigError, LocalError
+from fireflyhpc.fsutil import atomic_write
+from fireflyhpc.procutil import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def check_id(session_id: str) -> str:
 
 
 def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
-    """Is the record's connect process alive? Judged by pid + create time + host.
+    """Is the record's connect process alive? Judged by pid + create time + host
+    (:func:`fireflyhpc.procutil.process_alive`: one that exists but may not be
+    inspected counts as alive).
 
     A detached session has no process here: it is DEAD once its job's time limit
     has passed, UNKNOWN before (only the cluster knows).
@@ -99,13 +102,7 @@ def liveness(record: SessionRecord, *, hostname: str | None = None) -> Liveness:
         return Liveness.DEAD if ended else Liveness.UNKNOWN
     if record.hostname != (hostname or socket.gethostname()):
         return Liveness.UNKNOWN
-    try:
-        started = psutil.Process(record.pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return Liveness.DEAD
-    except psutil.AccessDenied:
-        return Liveness.ALIVE
-    return Liveness.ALIVE if abs(started - record.pid_create_time) < 0.01 else Liveness.DEAD
+    return Liveness.ALIVE if process_alive(record.pid, record.pid_create_time) else Liveness.DEAD
 
 
 def default_state_dir() -> Path:
@@ -145,16 +142,7 @@ class SessionStore:
         """Write ``record`` (replacing one with the same id), atomically, mode 0600."""
         self._ensure_dir()
         text = json.dumps({"version": FORMAT_VERSION, "session": asdict(record)}, indent=2)
-        fd, tmp = tempfile.mkstemp(prefix=".session-", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp made it 0600
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(record.id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(record.id), text + "\n", mode=0o600)
         return record
 
     def get(self, session_id: str) -> SessionRecord | None:

@@ -16,6 +16,7 @@ from typing import Iterator
 import psutil
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError, LocalError, SSHError
+from fireflyhpc.procutil import process_alive
 from fireflyhpc.session import launch
 from fireflyhpc.session.records import Liveness, SessionRecord, SessionStore, check_id, liveness
 
@@ -105,13 +106,7 @@ def _is_connect_command(pid: int) -> bool:
 
 def _still_running(record: SessionRecord) -> bool:
     """True while the connect process lives (a zombie waiting for its parent has ended)."""
-    try:
-        proc = psutil.Process(record.pid)
-        if abs(proc.create_time() - record.pid_create_time) >= 0.01:
-            return False
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
+    return process_alive(record.pid, record.pid_create_time)
 
 
 def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:

@@ -3,14 +3,16 @@
 :func:`read_config` parses a file with :class:`paramiko.SSHConfig` (which knows
 ``Host``, ``Match`` and the ``%`` tokens of ``IdentityFile``), after inlining
 ``Include`` lines, which paramiko ignores. :func:`resolve_host` is pure given a
-parsed config: it turns ``alias`` (or ``user@host:port``) into a frozen
-:class:`HostSpec`, with its ``ProxyJump`` chain resolved into hops.
+parsed config: it turns ``alias`` (or ``user@host:port``, any form that
+:func:`fireflyhpc.validate.host_spec` accepts) into a frozen :class:`HostSpec`, with
+its ``ProxyJump`` chain resolved into hops.
 
 Known approximations of OpenSSH: an ``Include`` inside a ``Host``/``Match``
 block is inlined at its place (the outer block is re-opened after it), so the
 Host blocks of an included file apply whether or not the outer block matched;
-``Match exec`` runs through paramiko (which needs ``invoke``, installed with
-fabric).
+``Match exec`` runs through paramiko, which runs the command with ``invoke`` (a
+declared dependency for that reason alone); invoke mirrors the process's stdin to
+the command, so it needs a real stdin (a terminal, a pipe or /dev/null).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import paramiko
 
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.validate import host_spec, parse_port
 
 DEFAULT_USER_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -152,43 +155,10 @@ def _inline_text(text: str, base_dir: Path, depth: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def split_destination(text: str) -> tuple[str | None, str, int | None]:
-    """Split ``[ssh://][user@]host[:port]`` (IPv6 in brackets) into (user, host, port).
-
-    Raises ConfigError for an empty host or a bad port.
-    """
-    rest = text[len("ssh://"):] if text.startswith("ssh://") else text
-    user, sep, hostport = rest.rpartition("@")
-    user_or_none = user if sep else None
-    port: int | None = None
-    if hostport.startswith("["):
-        host, _, tail = hostport[1:].partition("]")
-        if tail.startswith(":"):
-            port = parse_port(tail[1:], text)
-    elif hostport.count(":") == 1:
-        host, _, port_text = hostport.partition(":")
-        port = parse_port(port_text, text)
-    else:
-        host = hostport
-    if not host or any(c.isspace() for c in host):
-        raise ConfigError(f"bad SSH destination {text!r}: no host name")
-    return user_or_none, host, port
-
-
-def parse_port(value: str | int, what: str) -> int:
-    """Return ``value`` as a TCP port 1-65535, or raise ConfigError naming ``what``."""
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bad port {value!r} in {what!r}") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"bad port {value!r} in {what!r}: must be 1-65535")
-    return port
-
-
 def resolve_host(config: paramiko.SSHConfig, target: str, *,
                  inherit: HostSpec | None = None) -> HostSpec:
-    """Resolve ``target`` (an alias or ``[user@]host[:port]``) into a HostSpec.
+    """Resolve ``target`` (an alias or ``[user@]host[:port]``, see
+    :func:`fireflyhpc.validate.host_spec`) into a HostSpec.
 
     User and port given in ``target`` win over the config, like on ssh's command
     line. ProxyJump hops are resolved through the same config. With ``inherit``
@@ -201,10 +171,10 @@ def resolve_host(config: paramiko.SSHConfig, target: str, *,
     spec = _resolve(config, target, seen=())
     if inherit is None:
         return spec
-    user, host, _ = split_destination(target)
-    options = config.lookup(host)
-    if user is not None:
-        options["user"] = user
+    given = host_spec(target, what="SSH destination")
+    options = config.lookup(given.host)
+    if given.user is not None:
+        options["user"] = given.user
     taken = {name: getattr(inherit, name) for key, names in _INHERITED.items()
              if key not in options for name in names}
     return replace(spec, **taken)
@@ -225,13 +195,14 @@ _INHERITED = {
 
 
 def _resolve(config: paramiko.SSHConfig, target: str, seen: tuple[str, ...]) -> HostSpec:
-    user, host, port = split_destination(target)
+    given = host_spec(target, what="SSH destination")
+    host = given.host
     if host in seen or len(seen) > _MAX_JUMP_DEPTH:
         raise ConfigError(f"SSH config: ProxyJump loop through {' -> '.join(seen + (host,))}")
     options = config.lookup(host)
-    if user is not None:
-        options["user"] = user
-    spec = _spec_from_options(host, options, port)
+    if given.user is not None:
+        options["user"] = given.user
+    spec = _spec_from_options(host, options, given.port)
     jumps = _resolve_jumps(config, options.get("proxyjump"), seen + (host,))
     return replace(spec, proxy_jump=jumps)
 
@@ -256,7 +227,7 @@ def _spec_from_options(alias: str, options: paramiko.SSHConfigDict, port: int | 
     user = options.get("user") or getpass.getuser()
     hostname = options.get("hostname", alias)
     if port is None:
-        port = parse_port(options.get("port", 22), f"Port for {alias}")
+        port = parse_port(options.get("port", 22), what=f"SSH config: Port for {alias}")
     identities = options.get("identityfile") or [os.path.expanduser(p) for p in DEFAULT_IDENTITIES]
     strict = options.get("stricthostkeychecking", "ask").lower()
     if strict not in STRICT_MODES:

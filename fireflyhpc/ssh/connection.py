@@ -195,24 +195,6 @@ class SSHConnection:
         parent_ok = self.parent is None or self.parent.is_active()
         return parent_ok and bool(self._transports) and all(t.is_active() for t in self._transports)
 
-    def probe(self, timeout: float = 5.0) -> bool:
-        """Round-trip a keepalive request to the final host; False if none within ``timeout``."""
-        try:
-            transport = self.transport
-        except SSHError:
-            return False
-        answered = threading.Event()
-
-        def ask() -> None:
-            try:
-                transport.global_request("keepalive@openssh.com", wait=True)
-                answered.set()  # any reply, even a refusal, proves the path is alive
-            except Exception as exc:
-                log.debug("keepalive probe failed: %s", exc)
-
-        threading.Thread(target=ask, name="ssh-probe", daemon=True).start()
-        return answered.wait(timeout) and transport.is_active()
-
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None,  # noqa: A002
             env: Mapping[str, str] | None = None) -> Result:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.tunnel import openssh
 from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
 from fireflyhpc.tunnel.listener import Listener
-from fireflyhpc.tunnel.ports import parse_port, validate_host
 from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ class TunnelRequest:
 
     def validated(self) -> TunnelRequest:
         """Return self after checking every field; raises ConfigError (one line)."""
-        validate_host(self.node, what="node")
-        validate_host(self.login, what="login host")
-        parse_port(self.remote_port, what="remote port", allow_zero=False)
-        parse_port(self.local_port, what="local port")
+        v.checked(v.host_name, self.node, "node")
+        v.host_spec(self.login, what="login host")
+        v.parse_port(self.remote_port, what="remote port")
+        v.parse_port(self.local_port, what="local port", allow_zero=True)
         if self.hop not in HOPS:
             raise ConfigError(f"hop must be one of {', '.join(HOPS)}, not {self.hop!r}")
         if self.backend not in BACKENDS:

@@ -36,6 +36,7 @@ from fireflyhpc import terminal
 from fireflyhpc.errors import SSHError
 from fireflyhpc.tunnel.engine import PathBroken, TargetRefused
 from fireflyhpc.tunnel.sshmsg import NodeSSHError, ssh_error_from_stderr
+from fireflyhpc.validate import host_spec
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,8 @@ def open_path(options: OpenSSHOptions, login: str, node: str, port: int, hop: st
     masters: list[Master] = []
     try:
         login_ctl = os.path.join(workdir, "login")
-        masters.append(_start(options, login_ctl, [login], login, cancel))
+        masters.append(_start(options, login_ctl, host_spec(login, what="login host").ssh_args(),
+                              login, cancel))
         if hop == "direct":
             return OpenSSHPath(masters, options, (node, port), f"ssh {login} (OpenSSH), direct "
                                f"to {node}:{port}", workdir)

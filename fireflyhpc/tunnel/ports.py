@@ -1,60 +1,12 @@
-"""Pure input checks for the tunnel (ports, node names) and "who holds this port".
+"""Who holds a local port: a read-only look at the local machine (psutil).
 
-Everything here is either a pure parser with golden tests or a read-only look at
-the local machine (psutil); nothing opens a network connection.
+Nothing here opens a network connection. (Port numbers and host names are checked
+by :mod:`fireflyhpc.validate`.)
 """
 
 from __future__ import annotations
 
-import re
-
 import psutil
-
-from fireflyhpc.errors import ConfigError
-
-# A hostname (RFC 1123 labels, dots) or an IPv4 address. Underscores are accepted
-# because some clusters name nodes that way; everything a shell treats specially
-# (spaces, quotes, ;|&$`<>(){}*?!~\ and newlines) is refused.
-_HOST_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
-_SHELL_CHARS = set(" \t\n\r;|&$`'\"<>(){}[]*?!~\\#=%^,")
-
-
-def parse_port(value: str | int, *, what: str = "port", allow_zero: bool = True) -> int:
-    """Return ``value`` as a TCP port number.
-
-    Accepts decimal text or an int in 0..65535 (1..65535 if ``allow_zero`` is
-    false). Raises :class:`ConfigError` with a one-line message otherwise.
-    """
-    text = str(value).strip()
-    if not text.isdigit() or not text.isascii():
-        raise ConfigError(f"{what} must be a number from {0 if allow_zero else 1} to 65535, "
-                          f"not {str(value)!r}")
-    number = int(text)
-    low = 0 if allow_zero else 1
-    if not low <= number <= 65535:
-        raise ConfigError(f"{what} must be a number from {low} to 65535, not {number}")
-    return number
-
-
-def validate_host(name: str, *, what: str = "node") -> str:
-    """Return ``name`` if it is a plausible host name or IPv4 address.
-
-    Raises :class:`ConfigError` naming the offending character for anything a
-    shell would interpret (the name ends up in remote commands and ssh options),
-    for empty names, leading dashes (option injection) and overlong names.
-    """
-    if not name:
-        raise ConfigError(f"{what} name is empty")
-    bad = sorted({ch for ch in name if ch in _SHELL_CHARS or not ch.isprintable()})
-    if bad:
-        shown = " ".join(repr(ch) for ch in bad)
-        raise ConfigError(f"{what} name {name!r} contains characters not allowed in a host "
-                          f"name: {shown}")
-    if name.startswith("-"):
-        raise ConfigError(f"{what} name {name!r} must not start with '-'")
-    if not _HOST_RE.match(name) or ".." in name:
-        raise ConfigError(f"{what} name {name!r} is not a valid host name")
-    return name
 
 
 def port_holder(port: int, host: str = "127.0.0.1") -> str | None:

@@ -19,6 +19,7 @@ from connect_testutil import check_golden, one_error_line, run_cli
 from fireflyhpc import aliases
 from fireflyhpc.aliases import AliasSpec
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.validate import host_name
 
 SHELLS = ("bash", "zsh", "fish")
 SPEC = AliasSpec(login="login1", port=5601, ssh_config="/etc/ff dir/ssh_config")
@@ -53,9 +54,10 @@ def recording_ssh(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def call(shell: str, tmp_path: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def call(shell: str, tmp_path: Path, bin_dir: Path, *args: str,
+         spec: AliasSpec = SPEC) -> subprocess.CompletedProcess:
     func = tmp_path / f"func.{shell}"
-    func.write_text(aliases.render_function(SPEC, shell))
+    func.write_text(aliases.render_function(spec, shell))
     (tmp_path / "ssh-args").unlink(missing_ok=True)
     quoted = " ".join("'" + a.replace("'", "'\\''") + "'" if shell != "fish"
                       else aliases.fish_quote(a) for a in args)
@@ -74,6 +76,41 @@ def test_good_node_reaches_ssh_verbatim(shell: str, node: str, tmp_path: Path,
     assert (tmp_path / "ssh-args").read_text() == (
         "[-F][/etc/ff dir/ssh_config][-t][-L][5601:localhost:5601][login1][ssh][-L]"
         f"[5601:localhost:5601][{node}]")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("login,words", [
+    ("ffuser@login1:2222", "[-p][2222][ffuser@login1]"),
+    ("login1:2222", "[-p][2222][login1]"),
+    ("ffuser@login1", "[ffuser@login1]"),
+    ("[::1]:2200", "[-p][2200][::1]"),
+])
+def test_login_with_user_and_port_becomes_ssh_p(shell: str, login: str, words: str,
+                                                tmp_path: Path, recording_ssh: Path) -> None:
+    """ssh reads host:2222 as a host name: a port in the login must become -p."""
+    spec = AliasSpec(login=login, port=5601)
+    proc = call(shell, tmp_path, recording_ssh, "node1", spec=spec)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ssh-args").read_text() == (
+        f"[-t][-L][5601:localhost:5601]{words}[ssh][-L][5601:localhost:5601][node1]")
+
+
+NODE_NAMES = ["node1", "n_2", "_n", "gpu-01.ib", "10.1.2.3", "a.b.", "n-", "", ".x", "-x",
+              "a..b", "a/b", "a:b", "a@b", "x y", "é1", "a*", "N1"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_shell_node_check_agrees_with_host_name(shell: str, tmp_path: Path,
+                                                recording_ssh: Path) -> None:
+    """The generated functions check nodes by the one host-name rule of validate."""
+    for node in NODE_NAMES:
+        try:
+            host_name(node)
+            valid = True
+        except ValueError:
+            valid = False
+        proc = call(shell, tmp_path, recording_ssh, node)
+        assert (proc.returncode == 0) == valid, (node, proc.stderr)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -98,10 +135,11 @@ def test_wrong_argument_count_prints_usage(shell: str, tmp_path: Path,
 
 
 def test_bad_spec_values_are_refused() -> None:
-    for spec, message in ((AliasSpec(login="-oProxyCommand=id"), "login '-oProxyCommand=id'"),
-                          (AliasSpec(login="a b"), "login 'a b'"),
-                          (AliasSpec(login="h", name="x;y"), "--name 'x;y'"),
-                          (AliasSpec(login="h", port=0), "--port 0"),
+    for spec, message in ((AliasSpec(login="-oProxyCommand=id"), "login = '-oProxyCommand=id'"),
+                          (AliasSpec(login="a b"), "login = 'a b'"),
+                          (AliasSpec(login="u@h:0"), "login = 'u@h:0'"),
+                          (AliasSpec(login="h", name="x;y"), "--name = 'x;y'"),
+                          (AliasSpec(login="h", port=0), "--port = 0"),
                           (AliasSpec(login="h", ssh_config="a\nb"), "--ssh-config")):
         with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
             aliases.render_function(spec, "bash")
@@ -179,10 +217,11 @@ def test_cli_rc_file_option_and_profile_login(clean_env, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("args,expected", [
     (["--shell", "bash"], "no cluster chosen and no login host given"),
-    (["--shell", "bash", "--login", "a b"], "login 'a b': expected an ssh host"),
-    (["--shell", "bash", "--login", "h", "--name", "a;b"], "--name 'a;b'"),
-    (["--shell", "bash", "--login", "h", "--port", "99999"], "--port '99999': expected a TCP"),
-    (["--shell", "bash", "--login", "h", "--port", "http"], "--port 'http': expected a TCP"),
+    (["--shell", "bash", "--login", "a b"], "login = 'a b': expected [user@]host[:port]"),
+    (["--shell", "bash", "--login", "h", "--name", "a;b"], "--name = 'a;b'"),
+    (["--shell", "bash", "--login", "h", "--port", "99999"], "--port = '99999': expected a TCP"),
+    (["--shell", "bash", "--login", "h", "--port", "http"], "--port = 'http': expected a TCP"),
+    (["--shell", "bash", "--login", "h:http"], "login = 'h:http': expected [user@]host"),
     (["--login", "h"], "cannot tell your shell from SHELL='/bin/tcsh'"),
     (["--shell", "bash", "--cluster", "zz"], "unknown cluster 'zz'"),
 ])
@@ -248,15 +287,18 @@ def node_web(cluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("shell", SHELLS)
-def test_s2firefly_forwards_through_login_to_node(shell: str, cluster, node_web,  # type: ignore[no-untyped-def]
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("shell,login_form", [(shell, "alias") for shell in SHELLS]
+                         + [("bash", "user@alias:port")])
+def test_s2firefly_forwards_through_login_to_node(shell: str, login_form: str, cluster,  # type: ignore[no-untyped-def]
+                                                  node_web, tmp_path: Path) -> None:
     """Installed by the real CLI into an rc file, sourced by the real shell, run with the
-    real OpenSSH client: a page served only on node1's loopback arrives on localhost."""
+    real OpenSSH client: a page served only on node1's loopback arrives on localhost.
+    The login may carry a user and a port (ssh gets -p)."""
     port, marker = node_web
     rc = tmp_path / "rc"
+    login = cluster.login_host if login_form == "alias" else f"{cluster.user}@{cluster.login_host}:22"
     installed = run_cli("--ssh-config", str(cluster.ssh_config), "alias", "--shell", shell,
-                        "--login", cluster.login_host, "--port", str(port), "--install",
+                        "--login", login, "--port", str(port), "--install",
                         "--rc-file", str(rc))
     assert installed.returncode == 0, installed.stderr
     proc = subprocess.Popen(shell_argv(shell, f"source {rc}; s2firefly node1"),

@@ -5,16 +5,43 @@ own refusal; a job held pending on the small partition, with its reason."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import pytest
 
 from fireflyhpc import config as cfg
 from fireflyhpc.scheduler import templates as tpl
+from fireflyhpc.session import jobs as jobwatch
 from fireflyhpc.errors import SchedulerError
-from fireflyhpc.scheduler import Backoff, JobState, Scheduler
+from fireflyhpc.scheduler import Backoff, JobInfo, JobState, Scheduler
 
 pytestmark = pytest.mark.cluster
 FAST = Backoff(0.3, 1.5, 2.0)
+
+
+def wait_running(scheduler: Scheduler, job_id: str, timeout: float = 90) -> JobInfo:
+    """connect's own wait for a job to start (jobwatch.wait_until_running), bounded."""
+    deadline = time.monotonic() + timeout
+    try:
+        return jobwatch.wait_until_running(scheduler, job_id, lambda line: None, backoff=FAST,
+                                           stop=lambda: time.monotonic() > deadline)
+    except KeyboardInterrupt:
+        pytest.fail(f"job {job_id} did not start within {timeout:g} s")
+
+
+def wait_for(scheduler: Scheduler, job_ids: list[str],
+             until: Callable[[dict[str, JobInfo | None]], bool],
+             timeout: float = 60) -> dict[str, JobInfo | None]:
+    """Poll the jobs (one squeue each round) until ``until`` holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for delay in FAST.delays():
+        states = scheduler.poll(job_ids)
+        if until(states):
+            return states
+        if time.monotonic() + delay > deadline:
+            pytest.fail(f"job(s) {', '.join(job_ids)}: no change within {timeout:g} s")
+        time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def job_script(cluster, **flags: object) -> str:  # type: ignore[no-untyped-def]
@@ -34,7 +61,7 @@ def test_partitions_match_the_bench(cluster, slurm: Scheduler) -> None:  # type:
 
 def test_submit_template_runs_on_a_node_then_cancel(cluster, slurm: Scheduler) -> None:  # type: ignore[no-untyped-def]
     job_id = slurm.submit(job_script(cluster, job_name="ff-sched-test"))
-    job = slurm.wait_running(job_id, timeout=90, backoff=FAST)
+    job = wait_running(slurm, job_id)
     assert job.state is JobState.RUNNING and len(job.nodes) == 1
     node = job.nodes[0]
     assert node in cluster.nodes
@@ -53,8 +80,7 @@ def test_submit_template_runs_on_a_node_then_cancel(cluster, slurm: Scheduler) -
     mine = slurm.jobs(me=True, nodes=[node])
     assert job_id in [j.job_id for j in mine]
     slurm.cancel([job_id])
-    gone = slurm.wait([job_id], lambda s: s[job_id] is None or s[job_id].state.finished,
-                      timeout=60, backoff=FAST)
+    gone = wait_for(slurm, [job_id], lambda s: s[job_id] is None or s[job_id].state.finished)
     assert gone[job_id] is None or gone[job_id].state.finished
     slurm.cancel([job_id])  # again: already gone, not an error
     cluster.ssh(node, ["rm", "-f", f"fireflyhpc-{job_id}.out"])
@@ -78,12 +104,11 @@ def test_time_over_the_partition_limit_is_refused(cluster, slurm: Scheduler) -> 
 def test_pending_job_shows_its_reason_and_start_estimate(cluster, slurm: Scheduler) -> None:  # type: ignore[no-untyped-def]
     small = cluster.small_partition
     filler = slurm.submit(job_script(cluster, partition=small, cpus=2, job_name="ff-filler"))
-    slurm.wait([filler], lambda s: s[filler] is not None and not s[filler].state.waiting
-               or s[filler] is not None and s[filler].reason not in (None, "None"),
-               timeout=60, backoff=FAST)
+    wait_for(slurm, [filler], lambda s: s[filler] is not None and not s[filler].state.waiting
+             or s[filler] is not None and s[filler].reason not in (None, "None"))
     held = slurm.submit(job_script(cluster, partition=small, cpus=2, job_name="ff-held"))
-    states = slurm.wait([filler, held], lambda s: s[held] is not None and s[held].reason
-                        is not None, timeout=60, backoff=FAST)
+    states = wait_for(slurm, [filler, held], lambda s: s[held] is not None and s[held].reason
+                      is not None)
     job = states[held]
     assert job is not None and job.state is JobState.PENDING
     assert job.reason in ("Resources", "Priority"), job.reason
@@ -107,7 +132,7 @@ def test_scheduler_over_the_ssh_layer(cluster) -> None:  # type: ignore[no-untyp
             scheduler.submit(job_script(cluster, partition="nosuchpartition"))
         job_id = scheduler.submit(job_script(cluster, job_name="ff-sched-ssh"))
         try:
-            job = scheduler.wait_running(job_id, timeout=90, backoff=FAST)
+            job = wait_running(scheduler, job_id)
             assert job.nodes and job.nodes[0] in cluster.nodes
         finally:
             scheduler.cancel([job_id])
@@ -149,7 +174,7 @@ def test_env_template_runs_setup_lines_in_the_job(cluster, slurm: Scheduler,  # 
     job_id = slurm.submit(tpl.render_template(template.text, tpl.template_values(settings),
                                               name="firefly-env"))
     try:
-        job = slurm.wait_running(job_id, timeout=90, backoff=FAST)
+        job = wait_running(slurm, job_id)
         out = wait_for_output(cluster, f"fireflyhpc-{job_id}.out", "fireflyhpc: ")
         out = wait_for_output(cluster, f"fireflyhpc-{job_id}.out",
                               "environment ready" if importable else "cannot import")

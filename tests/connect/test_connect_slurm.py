@@ -3,12 +3,14 @@ hand-made outputs of the shapes real sites print; the Scheduler on a local runne
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Sequence
 
 import pytest
 from connect_testutil import read_golden
 
+from fireflyhpc.session import jobs as jobwatch
 from fireflyhpc.errors import RemoteCommandError, SchedulerError
 from fireflyhpc.scheduler import Backoff, JobState, Result, Scheduler, expand_nodelist, slurm
 
@@ -239,44 +241,105 @@ def test_cancel_of_a_finished_job_is_fine_other_failures_are_not() -> None:
         scheduler.cancel(["6"])
 
 
-def test_wait_polls_all_jobs_in_one_squeue_with_backoff() -> None:
+def test_poll_asks_for_all_jobs_in_one_squeue() -> None:
     runner = Replay([
         (["squeue"], Result(0, SQ_HEAD + row("1", "PENDING", reason="Priority")
-                            + row("2", "PENDING"), "")),
-        (["squeue"], Result(0, SQ_HEAD + row("1", "RUNNING", "n1") + row("2", "PENDING"), "")),
-        (["squeue"], Result(0, SQ_HEAD + row("1", "RUNNING", "n1") + row("2", "RUNNING", "n2"),
-                            "")),
+                            + row("2", "RUNNING", "n2"), "")),
+        (["squeue"], Result(0, SQ_HEAD + row("2", "RUNNING", "n2"), "")),
     ])
-    slept: list[float] = []
-    seen: list[dict] = []
-    states = Scheduler(runner).wait(
-        ["1", "2"], lambda s: all(j is not None and j.state.running for j in s.values()),
-        on_poll=seen.append, backoff=Backoff(1.0, 2.0, 1.5), sleep=slept.append)
-    assert [call[0][-1] for call in runner.calls] == ["1,2"] * 3  # one batched squeue each
-    assert slept == [1.0, 1.5]  # grew, then capped
-    assert seen[0]["1"].reason == "Priority"
-    assert states["2"].nodes == ("n2",)
+    scheduler = Scheduler(runner)
+    first = scheduler.poll(["1", "2"])
+    assert first["1"] is not None and first["1"].reason == "Priority"
+    assert first["2"] is not None and first["2"].nodes == ("n2",)
+    assert scheduler.poll(["1", "2"])["1"] is None  # left the queue
+    assert [call[0][-1] for call in runner.calls] == ["1,2"] * 2  # one batched squeue each
 
 
-def test_wait_times_out_with_a_clear_error() -> None:
-    now = [0.0]
-    runner = Replay([(["squeue"], Result(0, SQ_HEAD + row("1", "PENDING"), ""))] * 10)
+# -- waiting for a job to start (jobwatch.wait_until_running, what connect uses) -----------
 
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    with pytest.raises(SchedulerError, match=r"gave up waiting for job\(s\) 1 after 5 s"):
-        Scheduler(runner).wait(["1"], lambda s: False, timeout=5, sleep=sleep,
-                               clock=lambda: now[0], backoff=Backoff(1, 2, 10))
-    assert len(runner.calls) == 3  # polls at t=0, 1, 3; the next (t=7) would pass 5
+START_HEAD = "JOBID|START_TIME|SCHEDNODES|REASON\n"
 
 
-def test_wait_running_fails_when_the_job_vanishes() -> None:
-    runner = Replay([(["squeue"], Result(0, SQ_HEAD + row("1", "PENDING"), "")),
-                     (["squeue"], Result(0, SQ_HEAD, ""))])
-    with pytest.raises(SchedulerError, match="job 1 ended before it started: no longer in "
-                                             "the queue"):
-        Scheduler(runner).wait_running("1", sleep=lambda s: None)
+class FakeClock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def wait(runner: Replay, clock: FakeClock, **kwargs):  # type: ignore[no-untyped-def]
+    lines: list[str] = []
+    job = jobwatch.wait_until_running(Scheduler(runner), "7", lines.append,
+                                      backoff=Backoff(1.0, 2.0, 1.5), sleep=clock.sleep,
+                                      clock=clock, **kwargs)
+    return job, lines
+
+
+def test_wait_until_running_reports_each_poll_then_returns_the_running_job() -> None:
+    runner = Replay([
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "PENDING", reason="Priority"), "")),
+        (["squeue", "--start"], Result(0, START_HEAD + "7|2099-01-01T12:00:00|(null)|Priority\n",
+                                       "")),
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "CONFIGURING", "n3"), "")),
+        (["squeue", "--start"], Result(0, START_HEAD, "")),  # no estimate while configuring
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "RUNNING", "n3"), "")),
+    ])
+    clock = FakeClock()
+    job, lines = wait(runner, clock)
+    assert job.job_id == "7" and job.state is JobState.RUNNING and job.nodes == ("n3",)
+    assert [call[0][-2:] for call in runner.calls] == [["-j", "7"]] * 5  # one job, by id
+    assert lines[0] == "job 7, PENDING, reason: Priority, expected start: 2099-01-01 12:00, " \
+                       "waited 0:00"
+    assert lines[1] == "job 7, CONFIGURING, waited 0:01"
+    assert len(lines) == 2  # the running job is returned, not reported
+    # Between polls it waits the backoff's delays (1, then 1.5), in steps of 0.2 s at most.
+    assert max(clock.slept) <= 0.2 and round(sum(clock.slept), 6) == 2.5
+
+
+@pytest.mark.parametrize("queue, message", [
+    (SQ_HEAD + row("7", "CANCELLED"), "job 7 ended before it started (CANCELLED)"),
+    (SQ_HEAD, "job 7 ended before it started (it left the queue)"),
+    (SQ_HEAD + row("7", "PENDING", reason="PartitionTimeLimit"),
+     "job 7 cannot start: Slurm says PartitionTimeLimit"),
+])
+def test_wait_until_running_fails_when_the_job_cannot_start(queue: str, message: str) -> None:
+    runner = Replay([
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "PENDING", reason="Resources"), "")),
+        (["squeue", "--start"], Result(0, START_HEAD + "7|N/A|(null)|Resources\n", "")),
+        (["squeue", "-o"], Result(0, queue, "")),
+    ])
+    clock = FakeClock()
+    with pytest.raises(SchedulerError, match="^" + re.escape(message)):
+        wait(runner, clock)
+    assert not runner.answers  # failed at the second poll, not later
+
+
+def test_wait_until_running_stops_when_asked() -> None:
+    runner = Replay([
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "PENDING", reason="Priority"), "")),
+        (["squeue", "--start"], Result(0, START_HEAD + "7|N/A|(null)|Priority\n", "")),
+        (["squeue", "-o"], Result(0, SQ_HEAD + row("7", "PENDING", reason="Priority"), "")),
+        (["squeue", "--start"], Result(0, START_HEAD + "7|N/A|(null)|Priority\n", "")),
+    ])
+    clock = FakeClock()
+    asked: list[float] = []
+
+    def stop() -> bool:
+        asked.append(clock.now)
+        return clock.now >= 1001.5  # Ctrl-C during the second wait
+
+    with pytest.raises(KeyboardInterrupt):
+        wait(runner, clock, stop=stop)
+    assert not runner.answers  # two polls, no third
+    assert asked[-1] == pytest.approx(1001.6) and len(asked) == len(clock.slept) + 1
 
 
 def test_old_slurm_without_me_falls_back_to_the_user_name() -> None:

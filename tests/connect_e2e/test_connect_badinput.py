@@ -44,7 +44,7 @@ def test_time_above_the_partition_limit_fails_at_once(bench) -> None:  # type: i
                                   "node1 node2"])
 def test_node_with_shell_characters(bench, node: str) -> None:  # type: ignore[no-untyped-def]
     line = _connect(bench, "--cluster", "mini", "--", node)
-    assert "node" in line and "expected a node name" in line
+    assert "node" in line and "expected a host name" in line
     assert not Path("/tmp/pwned").exists()
 
 

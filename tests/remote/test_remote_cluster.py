@@ -194,6 +194,20 @@ def test_doctor_all_pass_after_remote_install(cluster, cluster_payload_python, c
     assert all(line.startswith("✓ ") for line in out), "\n".join(out)
 
 
+def test_login_as_user_at_host_colon_port(cluster, cluster_payload_python, capsys):
+    """doctor and remote-install take every login form; junk is refused before any SSH."""
+    login = f"{cluster.user}@{cluster.login_host}:22"
+    status = main(cli(cluster, "doctor", "--cluster", "mini", "--login", login))
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0, "\n".join(out)
+    assert out[2].startswith(f"✓ login authenticated: {cluster.user}@{cluster.login_host}")
+    for command in ("doctor", "remote-install"):
+        assert main(cli(cluster, command, "--cluster", "mini", "--login", "u@login1:x")) == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fireflyhpc: error: --login = 'u@login1:x': "
+                                                   "expected [user@]host[:port]"), err
+
+
 def test_doctor_names_a_wrong_profile_python_and_the_fix(cluster, cluster_payload_python,
                                                          tmp_path, capsys):
     text = (cluster.dir / "fireflyhpc.toml").read_text()

@@ -76,11 +76,12 @@ def test_setup_lines_wrap_argv_without_reparsing_it() -> None:
 
 
 def test_select_requirements_payload_only_with_remote_markers() -> None:
-    requires = ["click>=8.1", "paramiko>=3.4", "flask>=2.3", "waitress>=3.0",
-                "tomli>=2.0; python_version < '3.11'", "pytest>=7; extra == 'test'",
-                "psutil>=5.9", "platformdirs>=3.0"]
+    requires = ["click>=8.1", "paramiko>=3.4", "invoke>=2.0", "flask>=2.3", "werkzeug>=2.3",
+                "waitress>=3.0", "tomli>=2.0; python_version < '3.11'",
+                "pytest>=7; extra == 'test'", "psutil>=5.9", "platformdirs>=3.0"]
     assert wheels.select_requirements(requires, LINUX.markers) == [
-        "click>=8.1", "flask>=2.3", "waitress>=3.0", "psutil>=5.9", "platformdirs>=3.0"]
+        "click>=8.1", "flask>=2.3", "werkzeug>=2.3", "waitress>=3.0", "psutil>=5.9",
+        "platformdirs>=3.0"]
     py310 = {**LINUX.markers, "python_version": "3.10", "python_full_version": "3.10.12"}
     assert "tomli>=2.0" in wheels.select_requirements(requires, py310)
     assert "paramiko>=3.4" in wheels.select_requirements(requires, py310, deps="all")

@@ -185,3 +185,23 @@ def test_notebook_show(data_tree: Path) -> None:
     with pytest.raises(ServerError, match="cannot reach"):
         notebook.show(dead).src()
     assert notebook.show(dead)._repr_html_().startswith("<pre>fireflyhpc: cannot reach")
+
+
+def test_every_token_url_is_quoted_the_same_way() -> None:
+    """The registry's URL, and the one builder it uses, quote the token."""
+    from fireflyhpc.urls import token_url
+
+    token = "a b/+&=?#%"
+    assert token_url("http://h:1/", token) == "http://h:1/?token=a%20b%2F%2B%26%3D%3F%23%25"
+    assert token_url("http://h:1/", None) == "http://h:1/"
+    entry = registry.ServerEntry("h", 1, 0.0, "127.0.0.1", 1, "http://h:1/", token)
+    assert entry.token_url == token_url("http://h:1/", token)
+
+
+def test_the_url_builder_pulls_in_no_ssh_or_web_framework() -> None:
+    code = ("import sys, fireflyhpc.urls; "
+            "print(sorted(m for m in ('paramiko', 'flask', 'werkzeug', 'psutil') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.ssh.config import (GLOBAL_KNOWN_HOSTS, HostSpec, config_path, parse_config_text,
-                                   read_config, resolve_host, split_destination)
+                                   read_config, resolve_host)
+from fireflyhpc.validate import host_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOME = "/home/tester"
@@ -101,14 +104,43 @@ def test_match_user(monkeypatch: pytest.MonkeyPatch, config) -> None:
     assert resolve_host(cfg, "x").identity_files == (f"{HOME}/.ssh/id_dave",)
 
 
+_RESOLVE = """
+import sys
+from fireflyhpc.ssh.config import read_config, resolve_host
+spec = resolve_host(read_config(sys.argv[1]), sys.argv[2])
+print(spec.hostname, spec.port)
+"""
+
+
+def test_match_exec_runs_the_command(tmp_path: Path) -> None:
+    """`Match exec` runs its command (through invoke, which paramiko needs for it): the
+    block applies when the command exits 0, with %h replaced by the host. Run as the
+    CLI runs, in a process of its own (invoke mirrors the process's stdin)."""
+    flag = tmp_path / "on-vpn"
+    config = tmp_path / "ssh_config"
+    config.write_text(f'Match exec "test -e {flag} && test %h = cluster"\n'
+                      "  HostName inside.example.org\n  Port 2022\n"
+                      "Host *\n  HostName outside.example.org\n")
+
+    def resolve(alias: str) -> str:
+        return subprocess.run([sys.executable, "-c", _RESOLVE, str(config), alias],
+                              capture_output=True, text=True, check=True, timeout=60,
+                              stdin=subprocess.DEVNULL).stdout.strip()
+
+    assert resolve("cluster") == "outside.example.org 22"
+    flag.touch()
+    assert resolve("cluster") == "inside.example.org 2022"
+    assert resolve("other") == "outside.example.org 22"
+
+
 def test_proxyjump_loop_is_an_error(config) -> None:
     with pytest.raises(ConfigError, match="ProxyJump loop"):
         resolve_host(config, "loop1")
 
 
 @pytest.mark.parametrize("text, message", [
-    ("Host a\n  Port abc\n", "bad port"),
-    ("Host a\n  Port 70000\n", "1-65535"),
+    ("Host a\n  Port abc\n", "SSH config: Port for a = 'abc': expected a TCP port"),
+    ("Host a\n  Port 70000\n", "from 1 to 65535"),
     ("Host a\n  StrictHostKeyChecking maybe\n", "StrictHostKeyChecking"),
     ("Host a\n  ConnectTimeout soon\n", "connecttimeout"),
     ("Host a\n  ProxyJump b,,c\n", "empty hop"),
@@ -126,14 +158,15 @@ def test_bad_values_are_config_errors(text: str, message: str) -> None:
     ("[fe80::1]:2022", (None, "fe80::1", 2022)),
     ("fe80::1", (None, "fe80::1", None)),
 ])
-def test_split_destination(target: str, expected: tuple) -> None:
-    assert split_destination(target) == expected
+def test_destinations_split_by_the_one_host_spec_parser(target: str, expected: tuple) -> None:
+    given = host_spec(target)
+    assert (given.user, given.host, given.port) == expected
 
 
 @pytest.mark.parametrize("target", ["", "u@", "host:0", "host:abc", "a b"])
-def test_split_destination_rejects(target: str) -> None:
+def test_bad_destinations_are_refused(config, target: str) -> None:
     with pytest.raises(ConfigError):
-        split_destination(target)
+        resolve_host(config, target)
 
 
 def test_config_path_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

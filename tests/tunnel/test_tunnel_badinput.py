@@ -48,6 +48,9 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *needles: str)
     (["node1", "8080", "--port", "65536"], "local port"),
     (["node1", "8080", "--port", "abc"], "local port"),
     (["node1", "8080", "--port", "-1"], "local port"),
+    (["node1", "8080", "--login", "u@login1:0"], "login"),
+    (["node1", "8080", "--login", "login 1"], "login"),
+    (["node1", "8080", "--login", "-oProxyCommand=x"], "login"),
 ])
 def test_invalid_input_is_one_line(args, needle, tmp_path) -> None:
     config = tmp_path / "ssh_config"

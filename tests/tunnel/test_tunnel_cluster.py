@@ -11,7 +11,7 @@ import threading
 
 import psutil
 import pytest
-from tunnel_helpers import http_get, listening, stop_process, wait_until
+from tunnel_helpers import http_get, listening, run_tunnel, stop_process, wait_until
 from tunnel_node_server import blob_pieces
 
 pytestmark = pytest.mark.cluster
@@ -37,6 +37,24 @@ def test_forward_in_each_hop_mode(cluster, start_tunnel, loop_server, addr_serve
     assert http_get(tunnel.url, "/hello", None)[0] == 403
     assert tunnel.stop() == 0
     assert not listening(tunnel.port), "the local port must be free after SIGTERM"
+
+
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_login_given_as_user_at_host_colon_port(cluster, start_tunnel, addr_server,
+                                                 backend) -> None:
+    """user@alias:port: the alias resolves through ssh_config, the user and port given win
+    (OpenSSH gets -p PORT user@alias, not a host called alias:port)."""
+    login = f"{cluster.user}@{cluster.login_host}:22"
+    tunnel = start_tunnel("node1", str(addr_server.port), "--login", login, "--hop", "direct",
+                          "--backend", backend)
+    status, body, _ = http_get(tunnel.url, "/hello", addr_server.token)
+    assert status == 200 and body.decode().endswith(f" as {cluster.user}\n")
+    assert tunnel.stop() == 0
+    # The port given is the one dialled: nothing listens on login1's port 2.
+    done = run_tunnel(cluster, "node1", str(addr_server.port), "--login",
+                      f"{cluster.user}@{cluster.login_host}:2", "--hop", "direct",
+                      "--backend", backend)
+    assert done.returncode == 4 and "port 2" in done.stderr, done.stderr
 
 
 def test_auto_hop_uses_ssh_when_the_node_accepts_it(cluster, start_tunnel, loop_server) -> None:

@@ -18,34 +18,34 @@ from fireflyhpc.errors import ConfigError, TunnelError
 from fireflyhpc.tunnel.engine import PathBroken, TargetRefused, Tunnel
 from fireflyhpc.tunnel.forward import pump
 from fireflyhpc.tunnel.listener import Listener
-from fireflyhpc.tunnel.ports import parse_port, validate_host
 from fireflyhpc.tunnel.reply import http_502, looks_like_http
 from fireflyhpc.tunnel.sshmsg import ssh_error_from_stderr
+from fireflyhpc.validate import checked, host_name, parse_port
 
 # -- pure ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,expected", [("0", 0), ("22", 22), ("65535", 65535), (8080, 8080),
                                            (" 80 ", 80)])
 def test_parse_port_accepts(text, expected) -> None:
-    assert parse_port(text) == expected
+    assert parse_port(text, allow_zero=True) == expected
 
 
 @pytest.mark.parametrize("text", ["65536", "abc", "-1", "", "1e3", "８０", "0x50"])
 def test_parse_port_rejects_with_one_line(text) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_port(text, what="local port")
+        parse_port(text, what="local port", allow_zero=True)
     assert "\n" not in str(err.value) and "local port" in str(err.value)
 
 
 def test_parse_port_zero_not_allowed_for_remote() -> None:
     with pytest.raises(ConfigError, match="from 1 to 65535"):
-        parse_port("0", what="remote port", allow_zero=False)
+        parse_port("0", what="remote port")
 
 
 @pytest.mark.parametrize("name", ["node1", "cn-0042", "gpu_07", "node1.cluster.example.org",
                                   "10.1.2.3"])
 def test_validate_host_accepts(name) -> None:
-    assert validate_host(name) == name
+    assert checked(host_name, name, "node") == name
 
 
 @pytest.mark.parametrize("name", ["node1;id", "a'; echo foo", "$(reboot)", "`id`", "n1 n2",
@@ -53,7 +53,7 @@ def test_validate_host_accepts(name) -> None:
                                   "node>x", "x" * 300])
 def test_validate_host_rejects(name) -> None:
     with pytest.raises(ConfigError) as err:
-        validate_host(name)
+        checked(host_name, name, "node")
     assert "\n" not in str(err.value)
 
 
@@ -195,18 +195,34 @@ def test_pump_passes_data_and_half_close(echo_server) -> None:
         assert talk(tunnel.listener.port, payload) == payload + b"TOTAL %d" % len(payload)
 
 
+def connection_threads() -> list[threading.Thread]:
+    """The tunnel's per-connection threads still alive: ``conn`` and pump's ``up``."""
+    return [t for t in threading.enumerate() if t.name == "conn" or t.name.startswith("up")]
+
+
+def settle(done, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (bounded) until ``done()``: threads end a moment after their sockets."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_many_connections_do_not_block_each_other(echo_server) -> None:
+    baseline = threading.active_count()  # before the tunnel and its own threads exist
     with Tunnel(Listener(0), lambda: LocalPath(echo_server), target="local") as tunnel:
         port = tunnel.listener.port
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         try:  # twenty open, silent connections; a new one is still served
             assert talk(port, b"hello") == b"helloTOTAL 5"
+            assert sum(t.name == "conn" for t in connection_threads()) >= 20
         finally:
             for sock in idle:
                 sock.close()
-        before = threading.active_count()
-    time.sleep(0.5)
-    assert threading.active_count() <= before  # per-connection threads are gone
+        # Each connection's threads end with it, while the tunnel still runs.
+        settle(lambda: not connection_threads())
+        assert connection_threads() == []
+    settle(lambda: threading.active_count() <= baseline)
+    assert threading.active_count() <= baseline, threading.enumerate()
 
 
 def test_target_refused_gives_502_and_tunnel_stays_up() -> None:

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -171,7 +170,7 @@ def firefly_app_screenshot(page: Page) -> bytes:
     # Firefly dims itself ("gone to sleep") when frames are slow, as they are on a
     #  software renderer: take that overlay away to look at the canvas itself
     page.evaluate("document.getElementById('sleep').style.display = 'none'")
-    time.sleep(0.5)
+    page.wait_frames(3)  # the overlay's removal, and Firefly's render loop, reach the screen
     return page.screenshot()
 
 

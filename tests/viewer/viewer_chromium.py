@@ -160,6 +160,15 @@ class Page:
                            f"(last: {value!r}); "
                            f"console errors: {self.console_errors()}")
 
+    def wait_frames(self, count: int = 3) -> None:
+        """Return once the page has produced ``count`` more animation frames: everything
+        changed before the call (styles, a render loop's draws) has been painted."""
+        script = (f"new Promise(done => {{ let left = {int(count)}; const tick = () => "
+                  "--left > 0 ? requestAnimationFrame(tick) : done(true); "
+                  "requestAnimationFrame(tick); })")
+        if self.evaluate(script) is not True:
+            raise BrowserError("the page produced no animation frames")
+
     def console_errors(self) -> list[str]:
         """Console errors, uncaught exceptions and failed loads seen so far."""
         out = []

@@ -5,7 +5,7 @@ function s2firefly --description 'Forward http://localhost:5601/ to a compute no
         echo "usage: s2firefly NODE" >&2
         return 2
     end
-    if not string match -qr -- '^[A-Za-z0-9][A-Za-z0-9._-]*\z' $argv[1]
+    if not string match -qr -- '^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*\z' $argv[1]
         printf '%s: not a node name: %s\n' s2firefly $argv[1] >&2
         return 2
     end

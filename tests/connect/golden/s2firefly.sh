@@ -7,7 +7,7 @@ function s2firefly {
         return 2
     fi
     case "$1" in
-        ''|[!A-Za-z0-9]*|*[!A-Za-z0-9._-]*)
+        ''|[!A-Za-z0-9_]*|*[!A-Za-z0-9_.-]*|*..*)
             printf '%s: not a node name: %s\n' s2firefly "$1" >&2
             return 2
             ;;
