@@ -330,3 +330,24 @@ def test_stop_leaves_a_python_api_session_to_its_owner(bench, cleanup_jobs, monk
         port, token = url_parts(session.url)
         assert http_get(port, "/", token)[0] == 200  # still serving: we are alive
     assert_nothing_left(bench, job_id, port, job_gone=False)
+
+
+@pytest.mark.parametrize("form", ["{user}@login1", "login1:22", "{user}@login1:22"])
+def test_connect_takes_every_login_form(bench, cleanup_jobs, tmp_path, form: str) -> None:  # type: ignore[no-untyped-def]
+    """login = "user@host", "host:port" or "user@host:port" (an ssh_config alias as host):
+    connect resolves it like ssh would, and the session works."""
+    login = form.format(user=bench.cluster.user)
+    lines = bench.config.read_text().splitlines()
+    assert any(line.startswith("login = ") for line in lines)
+    config = tmp_path / "fireflyhpc.toml"
+    config.write_text("\n".join(f'login = "{login}"' if line.startswith("login = ") else line
+                                for line in lines) + "\n")
+    job_id = bench.sbatch()
+    cleanup_jobs.append(job_id)
+    bench.wait_running(job_id)
+    run = bench.connect("--job", job_id, config=config)
+    port, token = url_parts(run.wait_url())
+    assert http_get(port, "/datasets.json", token)[0] == 200
+    assert _session(bench, job_id)["login"] == login
+    assert run.stop(signal.SIGINT) == 0, run.stderr_text
+    assert_nothing_left(bench, job_id, port, job_gone=False)
