@@ -46,6 +46,7 @@ PROFILE_KEYS: dict[str, v.Validator] = {
     "setup": v.shell_lines,
     "python": v.python_command,
     "hop": v.choice("auto", "ssh", "direct"),
+    "linger": v.duration,
     "port_range": v.port_range,
     "template": v.template_name,
     "payload": v.payload,
@@ -71,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "setup": [],
     "python": "python3",
     "hop": "auto",
+    "linger": 600,  # seconds the node keeps the server after losing connect
     "port_range": (8000, 8999),
     "template": "firefly",
     "payload": "builtin",
@@ -145,6 +147,7 @@ class ResolvedSettings:
     setup: tuple[str, ...]
     python: str
     hop: str
+    linger: int
     port_range: tuple[int, int]
     template: str
     payload: str
