@@ -60,6 +60,7 @@ class PauseDetector:
         self._lock = threading.Lock()
         self._count = 0
         self._last_length = 0.0
+        self._last_end = 0.0  # boottime when the last pause ended
         self._last_tick = (boottime(), time.time())
         self._thread: threading.Thread | None = None
 
@@ -89,6 +90,7 @@ class PauseDetector:
                 return 0.0
             self._count += 1
             self._last_length = gap
+            self._last_end = boot
         log.info("this process did not run for %.0f s (paused or asleep)", gap)
         return gap
 
@@ -112,6 +114,16 @@ class PauseDetector:
         """The length in seconds of the last pause seen (0.0: none yet)."""
         with self._lock:
             return max(self._last_length, self._overdue(boottime(), time.time()))
+
+    def paused_for(self, within: float) -> float:
+        """The length of a pause that ended less than ``within`` seconds ago (or is
+        ending now); 0.0 if none did."""
+        with self._lock:
+            now = boottime()
+            overdue = self._overdue(now, time.time())
+            recent = self._last_length if self._count and now - self._last_end <= within \
+                else 0.0
+            return max(recent, overdue)
 
 
 _shared: PauseDetector | None = None

@@ -244,11 +244,20 @@ class Session:
         the same server while the node keeps it (``linger``).
         """
         assert self.job_id is not None
-        return watch_loop(self._check_once, time_left=self._time_left,
-                          warn_at=jobs.warn_before(self.time_limit), job_id=self.job_id,
-                          stop=self.stop_requested, warn=warn, backoff=backoff,
-                          on_lost=lambda exc: self._lost(exc, warn),
-                          on_back=lambda took: self._back(took, warn), pauses=pause_detector())
+        pauses = pause_detector()
+        ending = watch_loop(self._check_once, time_left=self._time_left,
+                            warn_at=jobs.warn_before(self.time_limit), job_id=self.job_id,
+                            stop=self.stop_requested, warn=warn, backoff=backoff,
+                            on_lost=lambda exc: self._lost(exc, warn),
+                            on_back=lambda took: self._back(took, warn), pauses=pauses)
+        # Gone while connect was away longer than the node waits: say that, not just "ended".
+        away = max(pauses.paused_for(within=120), 0.0 if self.reconnecting_since is None
+                   else time.time() - self.reconnecting_since)
+        if not ending.requested and self.settings.linger and away > self.settings.linger:
+            ending.message += (f" (connect was away for {jobs.clock_text(away)}, longer than "
+                               f"the node keeps a server without it: linger "
+                               f"{jobs.clock_text(self.settings.linger)})")
+        return ending
 
     def _check_once(self, thorough: bool) -> Ending | None:
         assert self.job_id is not None
@@ -274,11 +283,12 @@ class Session:
     def _reconnect_if_dead(self) -> None:
         """Probe the connections (a dead link or a paused process can leave one looking
         up); reconnect those that do not answer. Raises SSHError if that fails."""
-        if not self._login.probe(PROBE_TIMEOUT):
+        if not (self._login.is_active() and self._login.probe(PROBE_TIMEOUT)):
             log.info("no answer from %s: reconnecting", self.login)
             self._login.reconnect()
             self._node_conn = None
-        elif self._node_conn is not None and not self._node_conn.probe(PROBE_TIMEOUT):
+        elif self._node_conn is not None and not (self._node_conn.is_active()
+                                                  and self._node_conn.probe(PROBE_TIMEOUT)):
             log.info("no answer from %s: reconnecting", self.node)
             self._node_conn.close()
             self._node_conn = None

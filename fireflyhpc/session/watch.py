@@ -116,6 +116,7 @@ def watch_loop(check: Callable[[bool], Ending | None], *,
             if lost_at is None:
                 lost_at = boottime()
                 on_lost(exc)
+                delays = iter(backoff.delays())  # try again soon, then less often
             else:
                 log.info("still cannot reach the cluster: %s", exc)
             thorough = True

@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from fireflyhpc import validate
-from fireflyhpc.clock import PauseDetector
+from fireflyhpc.clock import PauseDetector, boottime
 from fireflyhpc.errors import FireflyHPCError, SSHError
 from fireflyhpc.scheduler import Backoff
 from fireflyhpc.session.request import Ending
@@ -37,6 +37,16 @@ def test_pauses_are_ticks_far_longer_than_asked_for() -> None:
     boot, wall = boot + 1.0, wall + 3600.0
     assert clock.observe(boot, wall) == pytest.approx(3599.0)
     assert clock.paused_since(after)
+
+
+def test_a_recent_pause_is_remembered_for_a_while() -> None:
+    clock = PauseDetector(tick=1.0, threshold=4.0)
+    now = boottime()
+    clock.observe(now - 700.0, 0.0)
+    clock.observe(now - 600.0, 100.0)  # a pause of 99 s that ended 600 s ago
+    assert clock.paused_for(within=120) == 0.0 and clock.last_pause == pytest.approx(99.0)
+    clock.observe(now - 10.0, 690.0)  # and one of 589 s that ended just now
+    assert clock.paused_for(within=120) == pytest.approx(589.0)
 
 
 class Script:
