@@ -29,7 +29,7 @@ from fireflyhpc.session import jobs, launch, lifeline
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
 from fireflyhpc.session.request import ConnectRequest, Ending, Say
 from fireflyhpc.session.steps import payload_spec
-from fireflyhpc.session.watch import (UNREACHABLE, job_ending, server_ending, wait_http_ok,
+from fireflyhpc.session.watch import (job_ending, server_ending, unreachable, wait_http_ok,
                                       watch_loop)
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,7 @@ class Session:
                 step()
             except Exception as exc:  # cleanup goes on; say what could not be undone
                 log.warning("could not %s: %s", what, exc)
-                unreached = unreached or isinstance(exc, UNREACHABLE)
+                unreached = unreached or unreachable(exc)
         if unreached and self._lifeline is not None and self.settings.linger:
             also = f" and cancels job {self.job_id}" if cancel else ""
             log.warning("the node ends the server%s by itself %s after losing this session",

@@ -22,13 +22,18 @@ from fireflyhpc.errors import FireflyHPCError, SchedulerError, ServerError, SSHE
 from fireflyhpc.scheduler import Backoff, JobInfo
 from fireflyhpc.session import jobs
 from fireflyhpc.session.request import Ending
-from fireflyhpc.ssh.remote import RemoteTimeoutError
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
-# What a check raises when the cluster could not be reached (or did not answer).
-UNREACHABLE = (SSHError, RemoteTimeoutError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True for what a check raises when the cluster could not be reached, or did not
+    answer in time (SSHError, RemoteTimeoutError)."""
+    from fireflyhpc.ssh.remote import RemoteTimeoutError  # paramiko: only once needed
+
+    return isinstance(exc, (SSHError, RemoteTimeoutError))
 
 
 def http_status(base_url: str, token: str | None, *, timeout: float = 10.0) -> int:
@@ -108,7 +113,9 @@ def watch_loop(check: Callable[[bool], Ending | None], *,
         mark = pauses.mark()
         try:
             ending = check(thorough)
-        except UNREACHABLE as exc:
+        except FireflyHPCError as exc:
+            if not unreachable(exc):
+                raise
             if lost_at is None and not pause_retried and pauses.paused_since(mark):
                 log.info("a check failed across a pause (%s); trying again", exc)
                 pause_retried = thorough = True
