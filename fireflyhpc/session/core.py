@@ -35,6 +35,7 @@ from fireflyhpc.session.watch import (job_ending, server_ending, unreachable, wa
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
+WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
 
 
 @dataclass
@@ -76,12 +77,13 @@ class Session:
         """The payload server on the node, once started (or reused)."""
         return self._server
 
-    def scheduler(self) -> Scheduler:
-        """Slurm on the login node, over this session's SSH connection."""
+    def scheduler(self, timeout: float = 120.0) -> Scheduler:
+        """Slurm on the login node, over this session's SSH connection (each command
+        may take ``timeout`` seconds)."""
         conn = self._login
 
         def run(argv: Sequence[str], *, input: str | None = None) -> Any:  # noqa: A002
-            return conn.run(argv, input=input, check=False, timeout=120)
+            return conn.run(argv, input=input, check=False, timeout=timeout)
 
         return Scheduler(run, where=self.login)
 
@@ -263,7 +265,7 @@ class Session:
         assert self.job_id is not None
         if thorough:
             self._reconnect_if_dead()
-        job = self.scheduler().job(self.job_id)
+        job = self.scheduler(timeout=WATCH_TIMEOUT).job(self.job_id)
         ending = job_ending(self.job_id, job, self._time_left())
         if ending is not None:
             return ending
