@@ -300,11 +300,11 @@ class Session:
         for the same server. False if the server has ended meanwhile."""
         if self._lifeline is None or self._lifeline.attached():
             return True
-        self._lifeline.drop()
-        self._lifeline = None
+        self._lifeline.drop()  # kept (ended) until a new one holds: then we try again
         try:
             self._attach(self.node_conn())
         except ServerError:
+            self._lifeline = None
             return False
         log.info("re-attached to the server on %s", self.node)
         return True
