@@ -245,20 +245,23 @@ class Cluster:
 
     # -- faults -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def link_down(self) -> Iterator[None]:
+    def link_down(self) -> Iterator[Outage]:
         """The laptop<->login1 link down for the ``with`` block (under the fault lock),
-        and up again afterwards whatever happens, until login1's sshd answers."""
+        and up again afterwards whatever happens, until login1's sshd answers. The
+        :class:`Outage` it gives says when the link was up again."""
+        outage = Outage()
         with fault_lock("laptop link down"):
             subprocess.run(["ip", "link", "set", self.laptop_veth, "down"], check=True,
                            timeout=30)
             try:
-                yield
+                yield outage
             finally:
                 for _ in range(5):
                     if subprocess.run(["ip", "link", "set", self.laptop_veth, "up"],
                                       timeout=30).returncode == 0:
                         break
                     time.sleep(1)
+                outage.restored = time.monotonic()
                 self._wait_sshd(self.login_host)
 
     def restart_sshd(self, host: str, *, sessions_of: int | None = None) -> None:
@@ -302,6 +305,13 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise AssertionError(f"sshd on {host} does not answer after the fault")
             time.sleep(0.5)
+
+
+@dataclasses.dataclass
+class Outage:
+    """A fault in progress; ``restored`` (time.monotonic) once it was repaired."""
+
+    restored: float | None = None
 
 
 # Inside a host's namespace: SIGKILL the sshd processes serving the given client ports.
