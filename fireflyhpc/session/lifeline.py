@@ -272,13 +272,15 @@ class Lifeline:
         still look up: probe the connection to be sure)."""
         return not self._held.ended()
 
-    def release(self, *, detach: bool, timeout: float = 30.0) -> bool:
+    def release(self, *, detach: bool, timeout: float | None = None) -> bool:
         """Say ``detach`` (keep the server until the job ends) or ``stop`` (end it now)
-        and close the lifeline; True once the node confirmed. Never raises."""
+        and close the lifeline; True once the node confirmed within ``timeout`` s (by
+        default 30 for detach, 5 for stop: an unconfirmed stop is the node's to finish,
+        after the grace period). Never raises."""
         try:
             self._held.send(b"detach\n" if detach else b"stop\n")
             self._held.close_input()
-            return self._held.wait(timeout) == 0
+            return self._held.wait(timeout or (30.0 if detach else 5.0)) == 0
         except Exception as exc:  # the connection may be gone: the node then lingers
             log.debug("lifeline: %s", exc)
             return False
