@@ -183,7 +183,7 @@ def test_find_kept_skips_held_servers_and_drops_stale_ones(runner: LocalRunner,
 def test_parse_find_output_skips_malformed_lines() -> None:
     good = f'{JOB}-0123abcd 77 lingering 1 {{"port": 8123, "pid": 77}}'
     lines = [good, "garbage", f"{JOB}-0123abcd x lingering 1 {{}}",
-             f"../../etc-0123abcd 77 detached 0 {{\"port\": 1}}",
+             '../../etc-0123abcd 77 detached 0 {"port": 1}',
              f'{JOB}-0123abcd 77 forever 0 {{"port": 1}}',
              f'{JOB}-0123abcd 77 detached 0 not-json']
     (found,) = lifeline.parse_find_output("\n".join(lines), "n1")
