@@ -35,7 +35,7 @@ CONFIG_FILE_NAME = "config.toml"
 # (from the one table, fireflyhpc.validate.SETTINGS).
 PROFILE_KEYS: dict[str, v.Validator] = v.validators(
     "login", "scheduler", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
-    "gpus", "setup", "python", "hop", "port_range", "template", "payload", "launch",
+    "gpus", "setup", "python", "hop", "linger", "port_range", "template", "payload", "launch",
     "job_name")
 
 # Settings that only exist on the command line (never in a profile).
@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "setup": [],
     "python": "python3",
     "hop": "auto",
+    "linger": 600,  # seconds the node keeps the server after losing connect
     "port_range": None,  # any free port
     "template": "firefly",
     "payload": "auto",
@@ -127,6 +128,7 @@ class ResolvedSettings:
     setup: tuple[str, ...]
     python: str
     hop: str
+    linger: int
     port_range: tuple[int, int] | None
     template: str
     payload: str

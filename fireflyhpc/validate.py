@@ -154,6 +154,39 @@ def time_seconds(text: str) -> int:
     raise ValueError(f"expected {TIME_EXPECTED}")
 
 
+_DURATION = re.compile(r"([0-9]{1,7})([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_EXPECTED = "a duration like 90s, 10m, 2h or 0:10:00 (0: none)"
+MAX_DURATION = 30 * 86400
+
+
+def duration(value: Any) -> int:
+    """A span of time in seconds: ``NUMBER`` with a unit (``s``, ``m``, ``h``, ``d``), a
+    Slurm time form with a colon or dash (``0:10:00``, ``1-00``), or ``0``.
+
+    A bare number other than 0 is refused: Slurm reads it as minutes, a reader of
+    seconds would not, and a grace period must not be off by 60 times.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    text = _text(value, DURATION_EXPECTED).strip()
+    if text == "0":
+        return 0
+    match = _DURATION.fullmatch(text)
+    if match:
+        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    elif ":" in text or "-" in text:
+        try:
+            seconds = time_seconds(slurm_time(text))
+        except ValueError:
+            raise ValueError(f"expected {DURATION_EXPECTED}") from None
+    else:
+        raise ValueError(f"expected {DURATION_EXPECTED}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected {DURATION_EXPECTED}, at most 30 days")
+    return seconds
+
+
 def memory(value: Any) -> str:
     """Slurm memory: a number with an optional K/M/G/T suffix (default unit M)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -404,6 +437,7 @@ SETTINGS: dict[str, Validator] = {
     "setup": shell_lines,
     "python": python_command,
     "hop": choice("auto", "ssh", "direct"),
+    "linger": duration,
     "port_range": port_range,
     "template": template_name,
     "payload": payload,

@@ -12,11 +12,14 @@ Tests marked ``cluster_disruptive`` (they take the bench down and up again) run 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -41,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: needs a real headless Chromium")
     config.addinivalue_line(
         "markers", "cluster_disruptive: takes the mini cluster down and up again; runs last")
+    config.addinivalue_line(
+        "markers", "cluster_fault: breaks part of the bench for a while (the laptop link, "
+        "login1's sshd) under the bench's fault lock, and repairs it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -246,6 +252,117 @@ class Cluster:
         """Run ``minicluster ARGS...`` (up/down/status) with this bench's directory."""
         return bench_command(*args)
 
+    # -- faults -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def link_down(self) -> Iterator[Outage]:
+        """The laptop<->login1 link down for the ``with`` block (under the fault lock),
+        and up again afterwards whatever happens, until login1's sshd answers. The
+        :class:`Outage` it gives says when the link was up again."""
+        outage = Outage()
+        with fault_lock("laptop link down"):
+            subprocess.run(["ip", "link", "set", self.laptop_veth, "down"], check=True,
+                           timeout=30)
+            try:
+                yield outage
+            finally:
+                for _ in range(5):
+                    if subprocess.run(["ip", "link", "set", self.laptop_veth, "up"],
+                                      timeout=30).returncode == 0:
+                        break
+                    time.sleep(1)
+                outage.restored = time.monotonic()
+                self._wait_sshd(self.login_host)
+
+    def restart_sshd(self, host: str, *, sessions_of: int | None = None) -> None:
+        """Restart ``host``'s sshd (under the fault lock): the listener ends and a new one
+        starts from the same config. With ``sessions_of`` (a pid), the sshd processes
+        serving that process tree's connections to ``host`` end too, as they do when a
+        login node restarts; other sessions on the bench are left alone. Returns once
+        the new sshd accepts connections."""
+        sys.path.insert(0, str(MINICLUSTER.parent))
+        from minicluster_layout import Layout  # the bench's own code starts sshd
+        from minicluster_net import kill_pids, read_pid
+        from minicluster_services import start_sshd
+
+        import psutil
+
+        layout = Layout(dir=self.dir)
+        (node,) = [h for h in layout.hosts if h.name == host]
+        ports = set()
+        if sessions_of is not None:
+            root = psutil.Process(sessions_of)
+            for proc in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    ports |= {c.laddr.port for c in proc.net_connections(kind="tcp")
+                              if c.raddr and c.raddr.ip == self.addr(host)
+                              and c.raddr.port == 22}
+        with fault_lock(f"sshd@{host} restarted"):
+            if ports:
+                self.run_in(host, [sys.executable, "-c", _KILL_SSHD_SESSIONS, *map(str, ports)],
+                            check=True)
+            listener = read_pid(layout.pidfile("sshd", node))
+            if listener is not None:
+                kill_pids([listener])
+            start_sshd(layout, node)
+            self._wait_sshd(host)
+
+    def _wait_sshd(self, host: str, timeout: float = 60) -> None:
+        probe = ["timeout", "5", "ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes",
+                 host, "true"]
+        deadline = time.monotonic() + timeout
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sshd on {host} does not answer after the fault")
+            time.sleep(0.5)
+
+
+@dataclasses.dataclass
+class Outage:
+    """A fault in progress; ``restored`` (time.monotonic) once it was repaired."""
+
+    restored: float | None = None
+
+
+# Inside a host's namespace: SIGKILL the sshd processes serving the given client ports.
+_KILL_SSHD_SESSIONS = """
+import os, signal, sys, psutil
+ports = {int(p) for p in sys.argv[1:]}
+for conn in psutil.net_connections(kind="tcp"):
+    if conn.pid and conn.laddr.port == 22 and conn.raddr and conn.raddr.port in ports:
+        os.kill(conn.pid, signal.SIGKILL)
+"""
+
+FAULT_LOCK = Path("/run/lock/fireflyhpc-minicluster-fault")
+
+
+@contextlib.contextmanager
+def fault_lock(what: str) -> Iterator[None]:
+    """Hold the bench's fault lock: fault tests of every session on this machine take
+    turns, and no session rebuilds the bench while a fault is on (see
+    :func:`bench_is_up_or_soon`)."""
+    FAULT_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(FAULT_LOCK, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.truncate(0)
+        lock.write(f"{os.getpid()} {what}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
+def fault_in_progress() -> bool:
+    """True while some session holds the fault lock."""
+    try:
+        with open(FAULT_LOCK) as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
 
 def bench_dir() -> Path:
     return Path(os.environ.get("MINICLUSTER_DIR") or DEFAULT_DIR)
@@ -294,6 +411,9 @@ def bench_is_up_or_soon(limit: float = 90) -> bool:
     """
     deadline = time.monotonic() + limit
     while bench_command("status").returncode != 0:
+        if fault_in_progress() and time.monotonic() < deadline + 600:
+            time.sleep(2)  # a fault test repairs what it broke: never rebuild under it
+            continue
         if not other_live_sessions() or time.monotonic() > deadline:
             return False
         time.sleep(2)

@@ -73,6 +73,9 @@ def open_browser(url: str, line: StatusLine) -> None:
 @click.option("--detach", is_flag=True, help="Leave job and server running and return; "
               "`connect --job ID` reuses the server later.")
 @click.option("--keep-job", is_flag=True, help="Do not cancel the job this command submits.")
+@click.option("--linger", metavar="DURATION", help="How long the node keeps the server (and "
+              "the job this command submitted) after losing this command, e.g. to a sleeping "
+              "laptop: 90s, 10m, 2h; 0: no grace (default: the profile's, else 10m).")
 @click.option("--accept-new-host-key", is_flag=True,
               help="Accept and record unknown host keys (never changed ones).")
 @click.pass_obj
@@ -80,7 +83,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
                     local_port: str | None, template: str | None, partition: str | None,
                     time_limit: str | None, account: str | None, cpus: str | None,
                     mem: str | None, data_dirs: tuple[str, ...], payload: str | None,
-                    no_browser: bool, detach: bool, keep_job: bool,
+                    no_browser: bool, detach: bool, keep_job: bool, linger: str | None,
                     accept_new_host_key: bool) -> int:
     """Show a web viewer running on a compute node in your browser.
 
@@ -96,6 +99,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         cluster=cluster, node=node, job_id=job_id,
         local_port=v.parse_port(local_port, what="--port", allow_zero=True)
         if local_port else None,
+        linger=linger,
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
         mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),

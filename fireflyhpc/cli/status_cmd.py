@@ -21,17 +21,29 @@ def _time_left(record: SessionRecord, now: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def state_text(record: SessionRecord) -> str:
+    """``connected``, ``detached``, or ``reconnecting since HH:MM`` (local time)."""
+    if record.detached:
+        return "detached"
+    if record.reconnecting_since is not None:
+        return "reconnecting since " + time.strftime("%H:%M",
+                                                     time.localtime(record.reconnecting_since))
+    return "connected"
+
+
 def _row(record: SessionRecord, now: float) -> str:
     ports = f"{record.local_port or '-'}->{record.remote_port or '-'}"
     return (f"{record.id:<9} {record.cluster or '-':<12} {record.job_id or '-':<9} "
             f"{record.node or '-':<10} {ports:<12} {_time_left(record, now):<9} "
-            f"{record.url or '-'}")
+            f"{state_text(record):<24} {record.url or '-'}")
 
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
-    """List your live fireflyhpc sessions (cluster, job, node, ports, time left, URL).
+    """List your live fireflyhpc sessions (cluster, job, node, ports, time left, state,
+    URL). STATE is connected, detached, or "reconnecting since HH:MM" while connect has
+    lost the cluster and is getting it back.
 
     Entries whose connect process has gone are removed as they are found.
     """
@@ -49,7 +61,7 @@ def status_command(as_json: bool) -> None:
         click.echo("no sessions")
         return
     click.echo(f"{'ID':<9} {'CLUSTER':<12} {'JOB':<9} {'NODE':<10} {'PORTS':<12} "
-               f"{'TIME LEFT':<9} URL")
+               f"{'TIME LEFT':<9} {'STATE':<24} URL")
     for record in records:
         click.echo(_row(record, now))
 

@@ -4,10 +4,11 @@ A :class:`Session` (a context manager) opens in steps, each a method of its own
 (:meth:`Session.open` runs them): the job is submitted or found, the payload started
 on the node (or a detached server reused), the chained tunnel opened, and the URL
 answered 200 through it. :meth:`Session.watch` blocks until Ctrl-C/stop, the job
-ending or the server dying; :meth:`Session.close` undoes everything this session did
-(payload, tunnel, the job if it submitted it) and :meth:`Session.detach` leaves job
-and server running for a later ``connect --job``. Nothing outside this class touches
-its connections or remote pieces.
+ending or the server dying, reconnecting and re-attaching (a new lifeline, the same
+server, port and token) whenever the cluster was lost meanwhile; :meth:`Session.close`
+undoes everything this session did (payload, tunnel, the job if it submitted it) and
+:meth:`Session.detach` leaves job and server running for a later ``connect --job``.
+Nothing outside this class touches its connections or remote pieces.
 """
 
 from __future__ import annotations
@@ -19,17 +20,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from fireflyhpc.clock import pause_detector
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, Scheduler
-from fireflyhpc.session import jobs, launch
+from fireflyhpc.session import jobs, launch, lifeline
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
 from fireflyhpc.session.request import ConnectRequest, Ending, Say
 from fireflyhpc.session.steps import payload_spec
-from fireflyhpc.session.watch import job_ending, server_ending, wait_http_ok, watch_loop
+from fireflyhpc.session.watch import (job_ending, server_ending, unreachable, wait_http_ok,
+                                      watch_loop)
 from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
+WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
 
 
 @dataclass
@@ -49,13 +55,14 @@ class Session:
     time_limit_end: float | None = None
     time_limit: int | None = None
     launched_with: str | None = None  # how the payload was started: "ssh" or "srun"
+    reconnecting_since: float | None = None  # epoch seconds; None while connected
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     stop_requested: threading.Event = field(default_factory=threading.Event)
     _login: Any = None
     _node_conn: Any = None
     _server: launch.RemoteServer | None = None
     _tunnel: Any = None
-    _lifeline: launch.Lifeline | None = None
+    _lifeline: lifeline.Lifeline | None = None
     _srun: Any = None
     _closed: bool = False
     _recorded: bool = False
@@ -71,12 +78,13 @@ class Session:
         """The payload server on the node, once started (or reused)."""
         return self._server
 
-    def scheduler(self) -> Scheduler:
-        """Slurm on the login node, over this session's SSH connection."""
+    def scheduler(self, timeout: float = 120.0) -> Scheduler:
+        """Slurm on the login node, over this session's SSH connection (each command
+        may take ``timeout`` seconds)."""
         conn = self._login
 
         def run(argv: Sequence[str], *, input: str | None = None) -> Any:  # noqa: A002
-            return conn.run(argv, input=input, check=False, timeout=120)
+            return conn.run(argv, input=input, check=False, timeout=timeout)
 
         return Scheduler(run, where=self.login)
 
@@ -200,8 +208,14 @@ class Session:
         self._server = launch.start_payload(conn, spec, node=self.node, name=name,
                                             token=self.token)
         self._say_app_choice(progress)
-        self._lifeline = launch.Lifeline(conn, self._server,
-                                         self.job_id if self._cancels_job() else None)
+        self._attach(conn)
+
+    def _attach(self, conn: Any) -> None:
+        """Hold the server with a new lifeline on ``conn`` (see :mod:`.lifeline`)."""
+        assert self._server is not None and self.job_id is not None
+        self._lifeline = lifeline.Lifeline(conn, self._server, token=self.token,
+                                           linger=self.settings.linger, job_id=self.job_id,
+                                           cancel_job=self._cancels_job())
 
     def _say_app_choice(self, progress: Say) -> None:
         """With payload auto, say which web app the server chose."""
@@ -209,17 +223,19 @@ class Session:
             progress(launch.auto_choice(self._server.app, self.settings.python))
 
     def _reuse_detached(self, conn: Any, progress: Say) -> bool:
+        """Take over a server of this job kept on the node: detached, or left lingering
+        by a session that lost its connection (or was killed)."""
         assert self.job_id and self.node
-        found = launch.find_detached(conn, self.job_id, self.node)
+        found = lifeline.find_kept(conn, self.job_id, self.node)
         if found is None:
             return False
-        self._server, self.token = found
-        # The detached session's duties pass to this one: if fireflyhpc submitted the
-        # job, leaving cancels it, as leaving that session would have.
-        self.submitted = self.store.take_detached(self.job_id)
-        self._lifeline = launch.Lifeline(conn, self._server,
-                                         self.job_id if self._cancels_job() else None)
-        progress(f"reusing the detached server on {self.node} (port {self._server.port})")
+        self._server, self.token = found.server, found.token
+        # That session's duties pass to this one: if fireflyhpc submitted the job,
+        # leaving cancels it, as leaving that session would have.
+        self.submitted = self.store.take_over(self.job_id) or found.cancels_job
+        self._attach(conn)
+        what = "detached server" if found.detached else "server a lost session left"
+        progress(f"reusing the {what} on {self.node} (port {self._server.port})")
         return True
 
     def _open_forward(self, progress: Say) -> None:
@@ -257,27 +273,41 @@ class Session:
             local_port=self.local_port, remote_port=self.remote_port, url=self.url,
             submitted_by_us=self._cancels_job(), time_limit_end=self.time_limit_end,
             detached=detached, login=self.login, launch=self.launched_with,
+            reconnecting_since=self.reconnecting_since,
             remote_pgid=self._server.pgid if self._server else None)
         self._recorded = True
         return self.store.add(rec)
 
     # -- watching -------------------------------------------------------------------------
-    def watch(self, *, warn: Say = log.warning, backoff: Backoff = jobs.WATCH_BACKOFF,
-              max_failures: int = 12) -> Ending:
+    def watch(self, *, warn: Say = log.warning, backoff: Backoff = jobs.WATCH_BACKOFF) -> Ending:
         """Block until a stop is requested, the job ends or the server dies; say which.
 
-        Polls squeue and the server's process group with backoff. Connection
-        failures are retried (reconnecting) up to ``max_failures`` rounds in a row.
+        Polls squeue and the server's process group with backoff. Losing the cluster
+        (the network, a sleep, a login node's sshd) is said through ``warn`` and
+        recorded (``status``: reconnecting), then mended: reconnect, and re-attach to
+        the same server while the node keeps it (``linger``).
         """
         assert self.job_id is not None
-        return watch_loop(self._check_once, reconnect=self._reconnect,
-                          time_left=self._time_left, warn_at=jobs.warn_before(self.time_limit),
-                          job_id=self.job_id, stop=self.stop_requested, warn=warn,
-                          backoff=backoff, max_failures=max_failures)
+        pauses = pause_detector()
+        ending = watch_loop(self._check_once, time_left=self._time_left,
+                            warn_at=jobs.warn_before(self.time_limit), job_id=self.job_id,
+                            stop=self.stop_requested, warn=warn, backoff=backoff,
+                            on_lost=lambda exc: self._lost(exc, warn),
+                            on_back=lambda took: self._back(took, warn), pauses=pauses)
+        # Gone while connect was away longer than the node waits: say that, not just "ended".
+        away = max(pauses.paused_for(within=120), 0.0 if self.reconnecting_since is None
+                   else time.time() - self.reconnecting_since)
+        if not ending.requested and self.settings.linger and away > self.settings.linger:
+            ending.message += (f" (connect was away for {jobs.clock_text(away)}, longer than "
+                               f"the node keeps a server without it: linger "
+                               f"{jobs.clock_text(self.settings.linger)})")
+        return ending
 
-    def _check_once(self) -> Ending | None:
+    def _check_once(self, thorough: bool) -> Ending | None:
         assert self.job_id is not None
-        job = self.scheduler().job(self.job_id)
+        if thorough:
+            self._reconnect_if_dead()
+        job = self.scheduler(timeout=WATCH_TIMEOUT).job(self.job_id)
         ending = job_ending(self.job_id, job, self._time_left())
         if ending is not None:
             return ending
@@ -288,15 +318,58 @@ class Session:
         if self._srun is not None:
             dead = not self._srun.alive()
         else:
-            dead = not launch.payload_alive(self.node_conn(), self._server)
+            dead = not self._hold() or not launch.payload_alive(self.node_conn(), self._server)
         return server_ending(self._server.node) if dead else None
 
     def _time_left(self) -> float | None:
         return None if self.time_limit_end is None else self.time_limit_end - time.time()
 
-    def _reconnect(self) -> None:
-        self._login.reconnect()
-        self._node_conn = None
+    def _reconnect_if_dead(self) -> None:
+        """Probe the connections (a dead link or a paused process can leave one looking
+        up); reconnect those that do not answer. Raises SSHError if that fails."""
+        if not (self._login.is_active() and self._login.probe(PROBE_TIMEOUT)):
+            log.info("no answer from %s: reconnecting", self.login)
+            self._login.reconnect()
+            self._node_conn = None
+        elif self._node_conn is not None and not (self._node_conn.is_active()
+                                                  and self._node_conn.probe(PROBE_TIMEOUT)):
+            log.info("no answer from %s: reconnecting", self.node)
+            self._node_conn.close()
+            self._node_conn = None
+
+    def _hold(self) -> bool:
+        """Re-attach if our lifeline has ended (its connection was lost): a new lifeline
+        for the same server. False if the server has ended meanwhile."""
+        if self._lifeline is None or self._lifeline.attached():
+            return True
+        self._lifeline.drop()  # kept (ended) until a new one holds: then we try again
+        try:
+            self._attach(self.node_conn())
+        except ServerError:
+            self._lifeline = None
+            return False
+        log.info("re-attached to the server on %s", self.node)
+        return True
+
+    def _lost(self, exc: FireflyHPCError, warn: Say) -> None:
+        self.reconnecting_since = time.time()
+        self._record_state()
+        linger = self.settings.linger
+        kept = (f"the server on {self.node} waits {jobs.clock_text(linger)} for this session"
+                if linger and self._srun is None else
+                f"the server on {self.node} ends once its node notices")
+        warn(f"lost the connection to the cluster ({exc}); reconnecting ({kept})")
+
+    def _back(self, took: float, warn: Say) -> None:
+        self.reconnecting_since = None
+        self._record_state()
+        warn(f"reconnected after {jobs.clock_text(took)}: same server, same URL")
+
+    def _record_state(self) -> None:
+        try:
+            self.record()
+        except (OSError, FireflyHPCError) as exc:  # the watch goes on without it
+            log.warning("could not update the session entry: %s", exc)
 
     # -- ending ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -308,17 +381,18 @@ class Session:
         self._cleanup(stop_server=True, cancel=self._cancels_job())
 
     def detach(self) -> SessionRecord:
-        """Leave job and server running (token kept in a 0600 file in the run folder);
-        close the tunnel and connections; record the session as detached."""
+        """Leave job and server running until the job ends (the lifeline keeps the token
+        in a 0600 file in the run folder); close the tunnel and connections; record the
+        session as detached. Raises ServerError or SSHError if the node did not take it."""
         if self._server is None:
             raise ServerError("nothing to detach: the payload is not running")
         if self._srun is not None:
             raise ConfigError("--detach is not supported with launch = \"srun\"")
-        assert self.job_id is not None
-        launch.keep_token(self.node_conn(), self._server, self.token, self.job_id)
-        if self._lifeline is not None:
-            self._lifeline.release(detach=True)
-            self._lifeline = None
+        if not self._hold() or self._lifeline is None:
+            raise ServerError(f"nothing to detach: the payload on {self.node} has ended")
+        held, self._lifeline = self._lifeline, None
+        if not held.release(detach=True):
+            raise SSHError(f"{self.node} did not confirm keeping the server")
         self._closed = True
         if self._tunnel is not None:
             self._tunnel.close()
@@ -339,18 +413,24 @@ class Session:
             steps.append((f"stop the payload on {server.node}",
                           lambda: launch.stop_payload(self.node_conn(), server)))
         if self._lifeline is not None:
-            lifeline = self._lifeline
-            steps.append(("close the lifeline", lambda: lifeline.release(detach=False)))
+            held = self._lifeline
+            steps.append(("close the lifeline", lambda: held.release(detach=False)))
         if cancel and self.job_id:
             job_id = self.job_id
             steps.append((f"cancel job {job_id}", lambda: self._cancel(job_id)))
         if self._recorded:
             steps.append(("remove the session entry", lambda: self.store.remove(self.id)))
+        unreached = False
         for what, step in steps:
             try:
                 step()
             except Exception as exc:  # cleanup goes on; say what could not be undone
                 log.warning("could not %s: %s", what, exc)
+                unreached = unreached or unreachable(exc)
+        if unreached and self._lifeline is not None and self.settings.linger:
+            also = f" and cancels job {self.job_id}" if cancel else ""
+            log.warning("the node ends the server%s by itself %s after losing this session",
+                        also, jobs.clock_text(self.settings.linger))
         self._close_connections()
 
     def _cancel(self, job_id: str) -> None:

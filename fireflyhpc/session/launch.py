@@ -12,8 +12,9 @@ How the pieces travel, so that nothing secret is on a command line:
   boundary (:func:`fireflyhpc.ssh.remote.build_command`);
 - the access token is the first line of the script's stdin; the script exports it
   as ``FIREFLYHPC_TOKEN`` for the server (only the user can read a process's
-  environment). A token file (0600) is written only when a session is detached,
-  so that a later ``connect --job`` can reuse the server;
+  environment). A token file (0600) is written only while no session holds the
+  server (detached, or kept after its session lost the connection: see
+  :mod:`fireflyhpc.session.lifeline`), so that a later ``connect --job`` can reuse it;
 - the port is picked by the server itself (``--port 0``) and read back from its
   ready file: no pick-then-bind race.
 
@@ -27,9 +28,9 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
-from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
+from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError, SSHError
 from fireflyhpc.scheduler import slurm
 from fireflyhpc.validate import PAYLOAD_APPS
 
@@ -45,15 +46,6 @@ class Runner(Protocol):
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None) -> object: ...  # noqa: A002
-
-
-class Connection(Runner, Protocol):
-    """A runner that also holds channels open and writes files (an SSHConnection)."""
-
-    @property
-    def transport(self) -> Any: ...
-
-    def write_file(self, path: str, data: bytes | str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +97,11 @@ class RemoteServer:
     def run_dir(self) -> str:
         """The run folder, relative to the remote home."""
         return f"{RUN_ROOT}/{self.run_name}"
+
+
+def is_run_name(name: str) -> bool:
+    """True if ``name`` has the form of a run folder name (``JOB-SESSION``)."""
+    return bool(_RUN_NAME.fullmatch(name))
 
 
 def run_name(job_id: str, session_id: str) -> str:
@@ -203,61 +200,7 @@ fi
 rm -rf -- "$dir"
 """
 
-# $1: process group, $2: run folder; the rest: the command that cancels the job (one
-# connect submitted), or nothing. Holds the server's life on an open SSH channel: if
-# the channel ends without the word "detach" (connect died, even by SIGKILL, and its
-# TCP connection closed), the whole group is ended, the run folder removed and the
-# job cancelled.
-LIFELINE_SCRIPT = r"""
-cd || exit 4
-IFS= read -r word
-[ "$word" = detach ] && exit 0
-if kill -0 "-$1" 2>/dev/null; then
-    kill -TERM "-$1" 2>/dev/null
-    sleep 3
-    kill -KILL "-$1" 2>/dev/null
-fi
-rm -rf -- "$2"
-shift 2
-[ "$#" -gt 0 ] && "$@" 2>/dev/null
-exit 0
-"""
-
-# $1 process group, $2 run folder; the rest: the squeue command printing the job's
-# state. Started (in its own session) when a session is detached: once the job has
-# left the queue, end the server and remove the run folder. It stops by itself when
-# the run folder goes (the server was stopped). No squeue on the node, or an
-# unreachable controller: it waits, it never guesses.
-GUARD_SCRIPT = r"""
-cd || exit 0
-pg=$1; dir=$2; shift 2
-command -v "$1" >/dev/null 2>&1 || exit 0
-while [ -d "$dir" ]; do
-    out=$("$@" 2>&1)
-    case $out in
-        "" | *"Invalid job id"* | COMPLETED* | CANCELLED* | TIMEOUT* | FAILED* | NODE_FAIL*) break ;;
-    esac
-    sleep 20
-done
-[ -d "$dir" ] || exit 0
-kill -TERM "-$pg" 2>/dev/null
-sleep 3
-kill -KILL "-$pg" 2>/dev/null
-rm -rf -- "$dir"
-"""
-
 ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
-
-# $1: job id. Prints "NAME PGID PORT NODE" for each run folder of that job that has a
-# token file (a detached server), one per line.
-FIND_SCRIPT = r"""
-cd || exit 0
-for d in .fireflyhpc/run/"$1"-*; do
-    [ -s "$d/token" ] && [ -s "$d/ready.json" ] && [ -s "$d/pgid" ] || continue
-    printf '%s %s %s\n' "${d##*/}" "$(cat "$d/pgid")" "$(tr -d '\n' <"$d/ready.json")"
-done
-"""
-
 
 def start_script(setup: Sequence[str], timeout: float = READY_TIMEOUT) -> str:
     """The launch script with the profile's ``setup`` lines in place (pure)."""
@@ -364,67 +307,16 @@ def stop_payload(conn: Runner, server: RemoteServer, *, timeout: float = 30.0) -
     log.info("payload stopped on %s (process group %d)", server.node, server.pgid)
 
 
-class Lifeline:
-    """An open SSH channel on the node whose end (without :meth:`release`) ends the server."""
-
-    def __init__(self, conn: Connection, server: RemoteServer,
-                 cancel_job: str | None = None) -> None:
-        from fireflyhpc.ssh.remote import build_command, open_session_channel
-
-        self._channel = open_session_channel(conn.transport, server.node)
-        cancel = slurm.scancel_argv([cancel_job]) if cancel_job else []
-        self._channel.exec_command(build_command(
-            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir, *cancel]))
-
-    def release(self, *, detach: bool) -> None:
-        """Close the channel; with ``detach`` the server is left running. Never raises."""
-        from fireflyhpc.ssh.wire import send_eof
-
-        try:
-            if detach:
-                self._channel.sendall(b"detach\n")
-            send_eof(self._channel)
-            if detach:  # wait for the script to read the word before the channel closes
-                self._channel.recv_exit_status()
-        except Exception as exc:  # the connection may be gone already
-            log.debug("lifeline: %s", exc)
-        finally:
-            self._channel.close()
-
-
 def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) -> bool:
-    """True while any process of the server's group lives. Raises SSHError if unreachable."""
+    """True while any process of the server's group lives, False once none does.
+
+    Only the node's own answer counts: raises SSHError when the node was not reached
+    or the command ended without an exit status (a connection lost meanwhile).
+    """
     result = conn.run(["sh", "-c", ALIVE_SCRIPT, "sh", str(server.pgid)], check=False,
                       timeout=timeout)
-    return getattr(result, "exit_code", 1) == 0
-
-
-def keep_token(conn: Connection, server: RemoteServer, token: str, job_id: str) -> None:
-    """Leave the token in the run folder (0600) so a later connect can reuse the server,
-    and a guard on the node that ends the server when the job ends."""
-    conn.write_file(f"{server.run_dir}/token", token + "\n")
-    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", str(server.pgid), server.run_dir,
-             *slurm.squeue_state_argv(job_id)]
-    conn.run(["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null &', "sh", *guard], timeout=30)
-
-
-def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, str] | None:
-    """A detached server of ``job_id`` (with its token), if one is recorded and alive."""
-    result = conn.run(["sh", "-c", FIND_SCRIPT, "sh", job_id], check=False, timeout=30)
-    for line in getattr(result, "stdout", "").splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) != 3 or not _RUN_NAME.fullmatch(parts[0]) or not parts[1].isdigit():
-            continue
-        try:
-            port = int(json.loads(parts[2])["port"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        server = RemoteServer(node=node, pgid=int(parts[1]), port=port, run_name=parts[0])
-        if not payload_alive(conn, server):  # stale: its token must not linger
-            conn.run(["rm", "-rf", "--", server.run_dir], check=False, timeout=30)
-            continue
-        token = conn.run(["cat", "--", f"{server.run_dir}/token"], timeout=30)
-        value = getattr(token, "stdout", "").strip()
-        if value:
-            return server, value
-    return None
+    code = getattr(result, "exit_code", -1)
+    if code not in (0, 1):
+        raise SSHError(f"cannot tell whether the payload on {server.node} runs "
+                       f"(exit status {code})")
+    return code == 0

@@ -61,6 +61,10 @@ class SessionRecord:
     created: float = field(default_factory=time.time)
     time_limit_end: float | None = None  # epoch seconds when the job's time runs out
     detached: bool = False
+    # epoch seconds since when connect has been reconnecting to the cluster (None: it
+    # is connected). Added to version 1 compatibly: older files lack it, older
+    # readers skip it.
+    reconnecting_since: float | None = None
     login: str | None = None
     remote_pgid: int | None = None
     launch: str | None = None  # "ssh" or "srun": how the payload was started
@@ -177,12 +181,14 @@ class SessionStore:
         except FileNotFoundError:
             return False
 
-    def take_detached(self, job_id: str) -> bool:
-        """Remove the detached records of ``job_id`` (a new session takes their server
-        over); True if one of them had submitted the job."""
+    def take_over(self, job_id: str, *, hostname: str | None = None) -> bool:
+        """Remove the records of ``job_id`` whose server a new session takes over: the
+        detached ones, and those whose connect process is gone (killed, its server
+        kept on the node for a while); True if one of them had submitted the job."""
         submitted = False
         for record in self.list():
-            if record.detached and record.job_id == job_id:
+            if record.job_id == job_id and (
+                    record.detached or liveness(record, hostname=hostname) is Liveness.DEAD):
                 submitted = submitted or record.submitted_by_us
                 self.remove(record.id)
         return submitted

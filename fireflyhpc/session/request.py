@@ -26,6 +26,7 @@ class ConnectRequest:
     account: str | None = None
     cpus: int | str | None = None
     mem: str | None = None
+    linger: str | int | None = None  # how long the node keeps the server without us
     data_dirs: tuple[str, ...] = ()
     payload: str | None = None
     keep_job: bool = False
@@ -38,7 +39,8 @@ class ConnectRequest:
         """The settings given as flags, for :func:`fireflyhpc.config.resolve`."""
         return {"template": self.template, "partition": self.partition, "time": self.time,
                 "account": self.account, "cpus": self.cpus, "mem": self.mem,
-                "payload": self.payload, "local_port": self.local_port}
+                "payload": self.payload, "local_port": self.local_port,
+                "linger": self.linger}
 
     def settings(self) -> ResolvedSettings:
         """The resolved settings of this request (flags > env > profile > defaults),

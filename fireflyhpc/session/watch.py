@@ -3,8 +3,9 @@
 :func:`wait_http_ok` confirms readiness the only way that counts: an HTTP request
 through the local end of the tunnel, carrying the token, answered 200.
 :func:`watch_loop` then runs a session's check (the job in a batched squeue, the
-payload's process group) with backoff until the user stops, the job ends or the
-server dies; :func:`job_ending` and :func:`server_ending` word those ends.
+payload's process group, the lifeline) with backoff until the user stops, the job
+ends or the server dies; losing the cluster meanwhile is not an end, but a reason
+to reconnect. :func:`job_ending` and :func:`server_ending` word those ends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from typing import Callable
 from urllib.parse import urlsplit
 
+from fireflyhpc.clock import PauseDetector, boottime
 from fireflyhpc.errors import FireflyHPCError, SchedulerError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, JobInfo
 from fireflyhpc.session import jobs
@@ -24,6 +26,14 @@ from fireflyhpc.session.request import Ending
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True for what a check raises when the cluster could not be reached, or did not
+    answer in time (SSHError, RemoteTimeoutError)."""
+    from fireflyhpc.ssh.remote import RemoteTimeoutError  # paramiko: only once needed
+
+    return isinstance(exc, (SSHError, RemoteTimeoutError))
 
 
 def http_status(base_url: str, token: str | None, *, timeout: float = 10.0) -> int:
@@ -70,35 +80,63 @@ def wait_http_ok(base_url: str, token: str | None, *, timeout: float = READY_TIM
         time.sleep(0.2)
 
 
-def watch_loop(check: Callable[[], Ending | None], *, reconnect: Callable[[], None],
+def watch_loop(check: Callable[[bool], Ending | None], *,
                time_left: Callable[[], float | None], warn_at: int, job_id: str,
                stop: threading.Event, warn: Callable[[str], None], backoff: Backoff,
-               max_failures: int) -> Ending:
-    """Call ``check`` with ``backoff`` until it returns an :class:`Ending` or ``stop`` is set.
+               on_lost: Callable[[FireflyHPCError], None], on_back: Callable[[float], None],
+               pauses: PauseDetector) -> Ending:
+    """Call ``check(thorough)`` with ``backoff`` until it returns an :class:`Ending` or
+    ``stop`` is set. ``thorough`` asks the check to make sure of the connection first
+    (reconnecting and re-attaching what was lost).
 
-    An SSHError from ``check`` is retried after ``reconnect()``, up to ``max_failures``
-    rounds in a row (then the Ending says the connection was lost). Once the job has
+    A check that cannot reach the cluster (SSHError, RemoteTimeoutError) ends nothing:
+    ``on_lost`` is told once, and thorough checks go on with backoff until one works
+    (``on_back`` gets the seconds it took), for as long as the job may still run (once
+    its time limit has passed, the Ending says the connection was lost). A check that
+    failed across a pause of this process (a sleeping laptop, SIGSTOP: see
+    :mod:`fireflyhpc.clock`) proves nothing: it is repeated at once, thoroughly,
+    without telling anyone; so is the first check after any pause. Once the job has
     ``warn_at`` seconds or less left, ``warn`` is told, once.
     """
     warned = False
-    failures = 0
-    for delay in backoff.delays():
+    lost_at: float | None = None  # boottime of the first failure in a row
+    pause_retried = False
+    thorough = False
+    mark = pauses.mark()
+    delays = iter(backoff.delays())
+    while True:
         if stop.is_set():
             return Ending("stopped", requested=True)
+        if pauses.paused_since(mark):
+            log.info("back from a pause of %.0f s: checking the connection", pauses.last_pause)
+            thorough = True
+        mark = pauses.mark()
         try:
-            ending = check()
-            failures = 0
-        except SSHError as exc:
-            failures += 1
-            log.warning("cannot reach the cluster (%s); retrying", exc)
-            if failures >= max_failures:
-                return Ending(f"lost the connection to the cluster: {exc}", requested=False,
-                              error=exc)
-            try:
-                reconnect()
-            except FireflyHPCError as again:
-                log.debug("reconnect failed: %s", again)
+            ending = check(thorough)
+        except FireflyHPCError as exc:
+            if not unreachable(exc):
+                raise
+            if lost_at is None and not pause_retried and pauses.paused_since(mark):
+                log.info("a check failed across a pause (%s); trying again", exc)
+                pause_retried = thorough = True
+                continue
+            if lost_at is None:
+                lost_at = boottime()
+                on_lost(exc)
+                delays = iter(backoff.delays())  # try again soon, then less often
+            else:
+                log.info("still cannot reach the cluster: %s", exc)
+            thorough = True
+            left = time_left()
+            if left is not None and left <= 0:
+                return Ending(f"lost the connection to the cluster ({exc}), and job {job_id}'s "
+                              "time limit has passed meanwhile", requested=False, error=exc)
             ending = None
+        else:
+            if lost_at is not None:
+                on_back(boottime() - lost_at)
+                lost_at = None
+            pause_retried = thorough = False
         if ending is not None:
             return ending
         left = time_left()
@@ -106,9 +144,8 @@ def watch_loop(check: Callable[[], Ending | None], *, reconnect: Callable[[], No
             warned = True
             warn(f"job {job_id} reaches its time limit in {jobs.clock_text(left)}; "
                  "the session ends then")
-        if stop.wait(delay):
+        if stop.wait(next(delays)):
             return Ending("stopped", requested=True)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def job_ending(job_id: str, job: JobInfo | None, time_left: float | None) -> Ending | None:

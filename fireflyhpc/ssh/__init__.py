@@ -20,11 +20,11 @@ from fireflyhpc.ssh.auth import (Authenticator, CallbackPrompter, Prompter, Term
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.connection import ChannelOpenError, SSHConnection
 from fireflyhpc.ssh.hostkeys import ACCEPT_FLAG, HostKeyChecker, fingerprint
-from fireflyhpc.ssh.remote import RemoteTimeoutError, Result, build_command
+from fireflyhpc.ssh.remote import RemoteTimeoutError, Result, RunningCommand, build_command
 
 __all__ = [
     "ACCEPT_FLAG", "Authenticator", "CallbackPrompter", "ChannelOpenError", "HostKeyChecker",
     "HostSpec", "Prompter", "RemoteTimeoutError", "Result", "SSHConnection", "TerminalPrompter",
     "build_command", "config_path", "fingerprint", "read_config", "resolve_host",
-    "shared_authenticator",
+    "shared_authenticator", "RunningCommand",
 ]

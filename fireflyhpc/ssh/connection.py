@@ -22,7 +22,7 @@ from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
-from fireflyhpc.ssh.remote import Result, run_command
+from fireflyhpc.ssh.remote import Result, RunningCommand, run_command, start_command
 from fireflyhpc.ssh.wire import (MAX_PACKET_SIZE, PARAMIKO_LOG, PREFERRED_CIPHERS, PREFERRED_MACS,
                                  WINDOW_SIZE, ChannelOpenError, Transport, close_quietly,
                                  connect_timeout, dial, open_direct, prefer)
@@ -201,6 +201,11 @@ class SSHConnection:
         """Run ``argv`` on the final host (see :func:`fireflyhpc.ssh.remote.run_command`)."""
         return run_command(self.transport, argv, host=self.spec.alias, timeout=timeout,
                            check=check, input=input, env=env)
+
+    def start(self, argv: Sequence[str]) -> RunningCommand:
+        """Start ``argv`` on the final host and leave it running (see
+        :func:`fireflyhpc.ssh.remote.start_command`)."""
+        return start_command(self.transport, argv, host=self.spec.alias)
 
     def write_file(self, path: str, data: bytes | str) -> None:
         """Write ``data`` to remote ``path`` atomically, mode 0600 from creation, via stdin

@@ -111,6 +111,95 @@ def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str
     return result
 
 
+class RunningCommand:
+    """A command left running on a remote host (see :func:`start_command`): we write
+    to its stdin, read lines of its stdout, close its stdin, and see it end.
+
+    Closing this object (or the connection under it, or this process dying) closes
+    the command's stdin on the remote side: a command that holds something alive
+    for as long as we are there reads that end.
+    """
+
+    def __init__(self, channel: paramiko.Channel, command: str, host: str) -> None:
+        self._channel = channel
+        self._buffer = b""
+        self.command = command
+        self.host = host
+
+    def send(self, data: bytes | str) -> None:
+        """Write ``data`` to the command's stdin; SSHError if the connection is gone."""
+        try:
+            self._channel.sendall(data.encode() if isinstance(data, str) else data)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(f"connection to {self.host} lost while writing to "
+                           f"`{self.command[:60]}`: {exc or type(exc).__name__}") from exc
+
+    def read_line(self, timeout: float) -> str | None:
+        """The next line of stdout (without its newline); None if the command ended
+        first. Raises RemoteTimeoutError when none came within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            if self._channel.recv_ready():
+                chunk = self._channel.recv(_READ_SIZE)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+                continue
+            if self.ended():
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RemoteTimeoutError([self.command], -1, f"no answer within {timeout:g} s",
+                                         host=self.host)
+            select.select([self._channel], [], [], min(left, 0.5))
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def close_input(self) -> None:
+        """End the command's stdin (it reads EOF). Never raises."""
+        try:
+            send_eof(self._channel)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.debug("could not close the stdin of `%s`: %s", self.command[:60], exc)
+
+    def ended(self) -> bool:
+        """True once the command exited, or its channel or connection closed."""
+        transport = self._channel.get_transport()
+        return (self._channel.closed or self._channel.exit_status_ready()
+                or transport is None or not transport.is_active())
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status once the command ends within ``timeout`` s, else None (-1:
+        it ended without one, e.g. the connection closed)."""
+        if self._channel.status_event.wait(timeout):
+            return self._channel.exit_status
+        return -1 if self.ended() else None
+
+    def close(self) -> None:
+        """Close the channel (the command's stdin ends with it). Never raises."""
+        try:
+            self._channel.close()
+        except Exception as exc:  # the connection may be gone already
+            log.debug("closing `%s`: %s", self.command[:60], exc)
+
+
+def start_command(transport: paramiko.Transport, argv: Sequence[str], *,
+                  host: str = "") -> RunningCommand:
+    """Start ``argv`` in a new session channel of ``transport`` and leave it running.
+
+    Raises SSHError if the channel could not be opened or the command not started.
+    """
+    command = build_command(argv)
+    log.debug("%s$ %s &", host, command[:200])
+    channel = open_session_channel(transport, host)
+    try:
+        channel.exec_command(command)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        channel.close()
+        raise SSHError(f"cannot start a command on {host}: {exc or type(exc).__name__}") from exc
+    return RunningCommand(channel, command, host)
+
+
 def open_session_channel(transport: paramiko.Transport, host: str = "",
                          patience: float = 10.0) -> paramiko.Channel:
     """Open a session channel, waiting out a temporary refusal.

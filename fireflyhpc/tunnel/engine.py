@@ -10,7 +10,8 @@ Promises:
 - the listener stays bound from :meth:`Tunnel.start` to :meth:`Tunnel.close`,
   whatever happens to the path;
 - a dead path is noticed within ``keepalive + probe_timeout`` seconds and
-  rebuilt with exponential backoff;
+  rebuilt with exponential backoff (a keepalive that failed across a pause of this
+  process, a sleeping laptop, is asked again before it counts);
 - a new connection waits up to ``wait_for_path`` seconds for a usable path,
   then gets a clear refusal (an HTTP 502 page if it speaks HTTP);
 - every per-connection thread ends when its connection does.
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from fireflyhpc.clock import pause_detector
 from fireflyhpc.errors import FireflyHPCError, TunnelError
 from fireflyhpc.tunnel.listener import Listener
 from fireflyhpc.tunnel.reply import refuse
@@ -231,13 +233,26 @@ class Tunnel:
             if self._stopping.is_set():
                 return
             try:
-                path.probe(self._probe_timeout)
+                self._probe(path)
             except Exception as exc:  # any failure means the path is unusable
                 self._drop(path, f"no answer to keepalive: {exc}")
             else:
                 with self._cond:
                     self._probes_ok += 1
                     self._cond.notify_all()
+
+    def _probe(self, path: Path) -> None:
+        """Probe ``path``; a probe that failed across a pause of this process (a
+        sleeping laptop) proves nothing, so it is asked once more before it counts."""
+        pauses = pause_detector()
+        mark = pauses.mark()
+        try:
+            path.probe(self._probe_timeout)
+        except Exception as exc:
+            if not pauses.paused_since(mark):
+                raise
+            log.info("keepalive failed across a pause (%s); asking again", exc)
+            path.probe(self._probe_timeout)
 
     def _reconnect(self) -> bool:
         try:

@@ -133,13 +133,11 @@ def test_status_fails_when_part_of_the_bench_is_missing(cluster) -> None:
     assert cluster.status().returncode == 0
 
 
+@pytest.mark.cluster_fault
 def test_status_notices_the_laptop_link_down(cluster) -> None:
     """What fault tests do (take the laptop<->login1 link down) is visible in status."""
-    try:
-        subprocess.run(["ip", "link", "set", cluster.laptop_veth, "down"], check=True, timeout=10)
+    with cluster.link_down():
         status = cluster.status()
         assert status.returncode == 1, status.stdout
         assert "MISSING laptop reaches sshd on login1" in status.stdout
-    finally:
-        subprocess.run(["ip", "link", "set", cluster.laptop_veth, "up"], timeout=10)
     assert cluster.status().returncode == 0

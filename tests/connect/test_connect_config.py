@@ -154,6 +154,8 @@ def test_shipped_example_is_valid() -> None:
      "/cfg/config.toml:2: [clusters.a] hop = 'maybe': expected 'auto' or 'ssh' or 'direct'"),
     ('[clusters.a]\nsetup = [1, 2]\n',
      "/cfg/config.toml:2: [clusters.a] setup = [1, 2]: expected a list of shell lines"),
+    ('[clusters.a]\nlinger = 10\n',
+     "/cfg/config.toml:2: [clusters.a] linger = 10: expected a duration like 90s, 10m"),
     ('colour = "blue"\n', "/cfg/config.toml:1: unknown key 'colour'"),
     ('default_cluster = "nope"\n[clusters.a]\n',
      "/cfg/config.toml:1: default_cluster = 'nope' has no [clusters.nope]"),
@@ -225,6 +227,10 @@ def test_resolve_validates_flags_and_env_naming_them() -> None:
         cfg.resolve({}, {"FIREFLYHPC_PARTITION": "a b"}, None)
     with pytest.raises(ConfigError, match=r"^--local-port = 70000: expected a TCP port"):
         cfg.resolve({"local_port": 70000}, {}, None)
+    with pytest.raises(ConfigError, match=r"^--linger = '5 min': expected a duration"):
+        cfg.resolve({"linger": "5 min"}, {}, None)
+    assert cfg.resolve({"linger": "90s"}, {}, None).linger == 90
+    assert cfg.resolve({}, {}, None).linger == 600
 
 
 def test_pick_profile_order() -> None:

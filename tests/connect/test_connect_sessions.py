@@ -152,9 +152,11 @@ def test_status_lists_live_sessions_and_drops_dead_ones(clean_env, sleeper) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == f"dropped stale session {dead.id} (its connect process is gone)\n"
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["ID", "CLUSTER", "JOB", "NODE", "PORTS", "TIME", "LEFT", "URL"]
+    assert lines[0].split() == ["ID", "CLUSTER", "JOB", "NODE", "PORTS", "TIME", "LEFT", "STATE",
+                                "URL"]
     assert lines[1].split()[:5] == [alive.id, "mini", "12", "node1", "8123->8555"]
     assert lines[1].split()[5] in ("0:59:59", "1:00:00")
+    assert lines[1].split()[6:] == ["connected", alive.url]
     assert len(lines) == 2 and not store.path(dead.id).exists()
     as_json = json.loads(run_cli("status", "--json", env=clean_env).stdout)
     assert [s["id"] for s in as_json["sessions"]] == [alive.id]
@@ -163,6 +165,41 @@ def test_status_lists_live_sessions_and_drops_dead_ones(clean_env, sleeper) -> N
     sleeper.wait()
     assert run_cli("status", env=clean_env).stdout == "no sessions\n"
     assert store.list() == []
+
+
+def test_status_says_since_when_a_session_is_reconnecting(clean_env, sleeper) -> None:  # type: ignore[no-untyped-def]
+    folder = Path(clean_env["XDG_STATE_HOME"]) / "fireflyhpc" / "sessions"
+    store = SessionStore(folder)
+    since = time.mktime((2030, 5, 6, 14, 2, 30, 0, 0, -1))
+    lost = store.add(record_for(sleeper, reconnecting_since=since))
+    kept = store.add(record_for(sleeper, detached=True, job_id="13"))
+    lines = run_cli("status", env=clean_env).stdout.splitlines()
+    assert f"{lost.id} " in lines[1] and "reconnecting since 14:02 " in lines[1]
+    assert f"{kept.id} " in lines[2] and " detached " in lines[2]
+    as_json = json.loads(run_cli("status", "--json", env=clean_env).stdout)
+    assert as_json["sessions"][0]["reconnecting_since"] == since
+
+
+def test_take_over_removes_detached_and_dead_records_of_the_job(tmp_path: Path,
+                                                                  sleeper) -> None:  # type: ignore[no-untyped-def]
+    store = SessionStore(tmp_path)
+    alive = store.add(record_for(sleeper, submitted_by_us=True))  # reconnecting, say
+    store.add(record_for(sleeper, pid_create_time=2.0, submitted_by_us=True))  # killed
+    store.add(record_for(sleeper, detached=True, submitted_by_us=False))
+    other = store.add(record_for(sleeper, detached=True, job_id="99"))
+    assert store.take_over("12") is True  # the killed session had submitted job 12
+    assert {r.id for r in store.list()} == {alive.id, other.id}
+    assert store.take_over("12") is False
+
+
+def test_records_without_the_reconnecting_field_still_read(tmp_path: Path, sleeper) -> None:  # type: ignore[no-untyped-def]
+    """Version 1 files written before the field existed (and by other versions) read fine."""
+    store = SessionStore(tmp_path)
+    record = store.add(record_for(sleeper))
+    data = json.loads(store.path(record.id).read_text())
+    del data["session"]["reconnecting_since"]
+    store.path(record.id).write_text(json.dumps(data))
+    assert store.get(record.id) == record
 
 
 def test_status_with_unusable_state_folder_is_one_line(clean_env, tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import http.client
 import json
 import os
 import re
+import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -256,3 +258,100 @@ def one_error_line(stderr: str) -> str:
 def ssh_lines(bench: Bench, host: str, argv: Sequence[str], user: str | None = None) -> str:
     out = bench.cluster.ssh(host, list(argv), user=user)
     return out.stdout
+
+
+# -- the node's side of connect, run on this machine ------------------------------------
+
+SLURM_STAND_INS = {
+    # Slurm cannot run outside the bench: these answer like it for the lifeline tests.
+    # squeue prints the state in $HOME/job-state (RUNNING if none); scancel notes its ids.
+    "squeue": '#!/bin/sh\ncat "$HOME/job-state" 2>/dev/null || echo RUNNING\n',
+    "scancel": '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$HOME/scancelled"\n',
+}
+
+
+class LocalRunner:
+    """Runs launch argv on this machine in a real shell, like sshd would (cwd = HOME).
+
+    With ``slurm=True``, stand-ins for squeue and scancel (:data:`SLURM_STAND_INS`)
+    come first on PATH.
+    """
+
+    def __init__(self, home: Path, *, slurm: bool = False) -> None:
+        self.home = home
+        self.env = {**os.environ, "HOME": str(home)}
+        if slurm:
+            bin_dir = home / "slurm-bin"
+            bin_dir.mkdir(exist_ok=True)
+            for name, text in SLURM_STAND_INS.items():
+                (bin_dir / name).write_text(text)
+                (bin_dir / name).chmod(0o755)
+            self.env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+
+    def run(self, argv, *, timeout=None, check=True, input=None):  # type: ignore[no-untyped-def]
+        from fireflyhpc.errors import RemoteCommandError
+        from fireflyhpc.ssh import Result
+
+        proc = subprocess.run(["sh", "-c", shlex.join(argv)], input=input, text=True,
+                              capture_output=True, timeout=timeout, env=self.env, cwd=self.home)
+        if check and proc.returncode != 0:
+            raise RemoteCommandError(list(argv), proc.returncode, proc.stderr)
+        return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def start(self, argv: Sequence[str]) -> "LocalCommand":
+        """Start ``argv`` and leave it running, its stdin a pipe from us (as sshd would
+        with a channel: closing our end is the connection going away)."""
+        return LocalCommand(subprocess.Popen(
+            ["sh", "-c", shlex.join(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=self.env, cwd=self.home))
+
+
+class LocalCommand:
+    """A command of :meth:`LocalRunner.start` (what a RunningCommand is over SSH)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self._buffer = b""
+
+    def send(self, data: bytes | str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data.encode() if isinstance(data, str) else data)
+        self.proc.stdin.flush()
+
+    def read_line(self, timeout: float) -> str | None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no line")
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def close_input(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def ended(self) -> bool:
+        return self.proc.poll() is not None or bool(self.proc.stdin and self.proc.stdin.closed)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        self.close_input()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -40,6 +40,12 @@ def test_time_above_the_partition_limit_fails_at_once(bench) -> None:  # type: i
     assert "job" in line and ("time limit" in line.lower() or "PartitionTimeLimit" in line)
 
 
+@pytest.mark.parametrize("linger", ["10", "ten minutes", "-5m", "40d"])
+def test_bad_grace_period(bench, linger: str) -> None:  # type: ignore[no-untyped-def]
+    line = _connect(bench, "--cluster", "mini", "--linger", linger)
+    assert f"--linger = '{linger}': expected a duration like 90s, 10m" in line
+
+
 @pytest.mark.parametrize("node", ["node1;id", "$(touch /tmp/pwned)", "-oProxyCommand=id",
                                   "node1 node2"])
 def test_node_with_shell_characters(bench, node: str) -> None:  # type: ignore[no-untyped-def]

@@ -215,17 +215,24 @@ def test_connect_ends_at_the_time_limit_with_a_warning(bench) -> None:  # type: 
 
 
 def test_connect_killed_hard_leaves_no_payload_nor_job(bench) -> None:  # type: ignore[no-untyped-def]
-    """SIGKILL gives connect no chance to clean up: the lifeline on the node does it."""
-    run = bench.connect()
+    """SIGKILL gives connect no chance to clean up: the node does it, once the grace
+    period (`--linger`) for a lost connection has passed."""
+    run = bench.connect("--linger", "8s")
     port, _ = url_parts(run.wait_url())
     job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
-    assert len(bench.payloads(job_id)) == 1
+    (server,) = bench.payloads(job_id)
+    (folder,) = (bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*")
     children = psutil.Process(run.proc.pid).children(recursive=True)
     assert children, "connect runs the tunnel's ssh processes"
     run.stop(signal.SIGKILL)
     try:
         assert wait_for(lambda: port_free(port), 15)
-        assert_nothing_left(bench, job_id, port)  # `status` drops the dead entry too
+        # The node noticed the lost connection and keeps the server for the grace period.
+        assert wait_for(lambda: (folder / "kept").exists(), 15)
+        assert (folder / "kept").read_text() == "lingering\n"
+        assert server.is_running() and bench.squeue().get(job_id) == "RUNNING"
+        # Then it ends the server and cancels the job connect submitted.
+        assert_nothing_left(bench, job_id, port, timeout=30)  # `status` drops the entry too
         # The tunnel's ssh masters notice their parent is gone (their guard's pipe).
         assert wait_for(lambda: not [c for c in children if _alive(c)], 15), \
             [c.pid for c in children if _alive(c)]

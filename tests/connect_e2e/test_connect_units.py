@@ -20,6 +20,8 @@ from fireflyhpc.session import jobs, launch
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
+from connect_e2e_helpers import LocalRunner
+
 
 def test_payload_argv_auto_demo_and_data() -> None:
     spec = launch.PayloadSpec(python="/opt/py/bin/python")  # auto: the server decides
@@ -88,24 +90,6 @@ def test_node_names_with_shell_characters_are_refused() -> None:
     for node in ("node1;id", "$(id)", "-oProxyCommand=x", "a b", "node1\n"):
         with pytest.raises(ConfigError):
             jobs.check_node(node)
-
-
-class LocalRunner:
-    """Runs launch argv on this machine in a real shell, like sshd would (cwd = HOME)."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def run(self, argv, *, timeout=None, check=True, input=None):  # type: ignore[no-untyped-def]
-        from fireflyhpc.errors import RemoteCommandError
-        from fireflyhpc.ssh import Result
-
-        env = {**os.environ, "HOME": str(self.home)}
-        proc = subprocess.run(["sh", "-c", shlex.join(argv)], input=input, text=True,
-                              capture_output=True, timeout=timeout, env=env, cwd=self.home)
-        if check and proc.returncode != 0:
-            raise RemoteCommandError(list(argv), proc.returncode, proc.stderr)
-        return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_launch_script_runs_a_real_server_and_stops_its_group(tmp_path: Path) -> None:

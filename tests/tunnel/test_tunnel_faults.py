@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 import time
@@ -64,21 +63,18 @@ def test_killed_sshd_session_comes_back(cluster, start_tunnel, loop_server, back
     assert session_ports(tunnel.proc.pid, cluster.login_addr).isdisjoint(ports)
 
 
+@pytest.mark.cluster_fault
 def test_link_down_for_20_s_then_up(cluster, start_tunnel, loop_server) -> None:
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host)
     assert ok(tunnel.url, loop_server.token)
     during: list[bool] = []
-    veth = cluster.laptop_veth
-    subprocess.run(["ip", "link", "set", veth, "down"], check=True, timeout=30)
-    try:
+    with cluster.link_down():
         time.sleep(2)
         # A browser connection made during the outage waits for the path to come back.
         waiting = threading.Thread(target=lambda: during.append(
             ok(tunnel.url, loop_server.token, timeout=150)))
         waiting.start()
         time.sleep(OUTAGE - 2)
-    finally:
-        subprocess.run(["ip", "link", "set", veth, "up"], check=True, timeout=30)
     waiting.join(timeout=180)
     assert during == [True], "the request made during the outage must be served after it"
     assert wait_until(lambda: ok(tunnel.url, loop_server.token), timeout=90, step=1)

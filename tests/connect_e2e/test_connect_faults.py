@@ -1,0 +1,198 @@
+"""What laptops do to a connect session, on the mini cluster: the link drops, the process
+sleeps, the login node's sshd restarts. Each test ends with the same URL answering 200,
+the same server (port and process) and the same job still running. And a connect that
+is killed outright leaves its server to the node for the grace period: a second
+`connect --job ID` within it takes the same server back. (That the grace period then
+really ends server and job is test_connect_e2e.py's killed-hard test.)
+
+The time from the repair (link up, sshd accepting again, SIGCONT) to the first 200
+through the same URL is printed as ``recovery: FAULT: N.N s`` (run with -s to see it)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from connect_e2e_helpers import ConnectRun, assert_nothing_left, http_get, url_parts, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.cluster_fault]
+
+
+@dataclass
+class Live:
+    """A connect session as a user sees it: the URL, and what must survive a fault."""
+
+    run: ConnectRun
+    port: int
+    token: str
+    job_id: str
+    node: str
+    remote_port: int
+    server_pid: int
+
+    def ok(self, timeout: float = 5) -> bool:
+        try:
+            return http_get(self.port, "/", self.token, timeout=timeout)[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+
+def start(bench, *args: str) -> Live:  # type: ignore[no-untyped-def]
+    run = bench.connect(*args)
+    port, token = url_parts(run.wait_url())
+    record = next(s for s in bench.sessions() if s["local_port"] == port)
+    (server,) = bench.payloads(record["job_id"])
+    return Live(run, port, token, record["job_id"], record["node"], record["remote_port"],
+                server.pid)
+
+
+def recovery(live: Live, what: str, since: float | None, timeout: float = 120) -> float:
+    """Seconds from ``since`` (time.monotonic) to the first 200 through the same URL."""
+    assert since is not None
+    assert wait_for(lambda: live.ok(), timeout, step=0.2), f"no 200 after {what}"
+    took = time.monotonic() - since
+    print(f"\nrecovery: {what}: {took:.1f} s")
+    return took
+
+
+def record(bench, live: Live) -> dict:  # type: ignore[no-untyped-def]
+    (found,) = [s for s in bench.sessions() if s.get("job_id") == live.job_id]
+    return found
+
+
+def assert_same_session(bench, live: Live) -> None:  # type: ignore[no-untyped-def]
+    """The same URL answers, connect still runs, the same server serves the same job,
+    and the session is connected again (not reconnecting)."""
+    assert live.ok(timeout=20)
+    assert live.run.proc.poll() is None, live.run.stderr_text
+    assert bench.squeue().get(live.job_id) == "RUNNING"
+    assert [p.pid for p in bench.payloads(live.job_id)] == [live.server_pid]
+    assert wait_for(lambda: record(bench, live)["reconnecting_since"] is None, 60), \
+        live.run.stderr_text
+    found = record(bench, live)
+    assert (found["remote_port"], found["local_port"]) == (live.remote_port, live.port)
+    assert not run_folder(bench, live).joinpath("token").exists()  # held again: not on disk
+
+
+def run_folder(bench, live: Live) -> Path:  # type: ignore[no-untyped-def]
+    (folder,) = (bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{live.job_id}-*")
+    return folder
+
+
+def generation(bench, live: Live) -> str:  # type: ignore[no-untyped-def]
+    return run_folder(bench, live).joinpath("attached").read_text().strip()
+
+
+def end(live: Live, bench) -> None:  # type: ignore[no-untyped-def]
+    assert live.run.stop(signal.SIGINT) == 0, live.run.stderr_text
+    assert_nothing_left(bench, live.job_id, live.port)
+
+
+def stop_tree(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def test_link_down_20_s_then_connect_stopped_45_s(bench) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench)
+    try:
+        waited: list[bool] = []
+        with bench.cluster.link_down() as outage:
+            time.sleep(2)
+            # A browser request made during the outage waits for the tunnel to come back.
+            request = threading.Thread(target=lambda: waited.append(live.ok(timeout=120)))
+            request.start()
+            time.sleep(18)
+        recovery(live, "link down 20 s", outage.restored)
+        request.join(timeout=150)
+        assert waited == [True], "the request made during the outage is served after it"
+        live.run.proc.send_signal(signal.SIGSTOP)  # a laptop's sleep
+        try:
+            time.sleep(45)
+        finally:
+            live.run.proc.send_signal(signal.SIGCONT)
+        recovery(live, "connect stopped 45 s", time.monotonic())
+        time.sleep(6)  # the watch checks (every 5 s at most) after the pause
+        assert_same_session(bench, live)
+    finally:
+        end(live, bench)
+
+
+def test_link_down_90_s(bench) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench)
+    try:
+        with bench.cluster.link_down() as outage:
+            down_at = time.monotonic()
+            # Once a check has failed, `status` says so (and the session goes on).
+            assert wait_for(lambda: record(bench, live)["reconnecting_since"] is not None, 80), \
+                live.run.stderr_text
+            states = bench.run("status").stdout
+            assert "reconnecting since " in states, states
+            time.sleep(max(0.0, 90 - (time.monotonic() - down_at)))
+        recovery(live, "link down 90 s", outage.restored)
+        assert_same_session(bench, live)
+        assert "lost the connection to the cluster" in live.run.stderr_text
+        assert "reconnected after" in live.run.stderr_text
+    finally:
+        end(live, bench)
+
+
+def test_login_sshd_restarted(bench) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench)
+    try:
+        before = generation(bench, live)
+        bench.cluster.restart_sshd(bench.cluster.login_host, sessions_of=live.run.proc.pid)
+        recovery(live, "sshd@login1 restarted", time.monotonic())
+        # The lifeline's connection went with sshd: connect re-attached a new one.
+        assert wait_for(lambda: generation(bench, live) != before, 60), live.run.stderr_text
+        assert_same_session(bench, live)
+        assert "reconnected after" in live.run.stderr_text
+    finally:
+        end(live, bench)
+    status = bench.cluster.status()
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_connect_and_its_ssh_children_stopped_60_s(bench) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench)
+    try:
+        tree = [live.run.proc.pid,
+                *(c.pid for c in psutil.Process(live.run.proc.pid).children(recursive=True))]
+        assert len(tree) > 1, "connect runs the tunnel's ssh processes"
+        stop_tree(tree, signal.SIGSTOP)  # a true sleep: everything of ours stands still
+        try:
+            time.sleep(60)
+        finally:
+            stop_tree(list(reversed(tree)), signal.SIGCONT)
+        recovery(live, "connect and its ssh stopped 60 s", time.monotonic())
+        time.sleep(6)  # the watch checks (every 5 s at most) after the pause
+        assert_same_session(bench, live)
+    finally:
+        end(live, bench)
+
+
+def test_second_connect_within_the_grace_period_takes_the_server_back(bench) -> None:  # type: ignore[no-untyped-def]
+    first = start(bench, "--linger", "60s")
+    folder = run_folder(bench, first)
+    first.run.stop(signal.SIGKILL)
+    # The node keeps the server for the grace period: its token waits in the 0600 file.
+    assert wait_for(lambda: folder.joinpath("token").exists(), 30)
+    assert oct(folder.joinpath("token").stat().st_mode & 0o777) == "0o600"
+    second = start(bench, "--job", first.job_id, "--linger", "60s")
+    assert "reusing the server a lost session left" in second.run.stderr_text
+    assert (second.remote_port, second.server_pid) == (first.remote_port, first.server_pid)
+    assert second.token == first.token and second.ok()
+    assert not folder.joinpath("token").exists()
+    # The killed session had submitted the job: leaving now cancels it, at once.
+    end(second, bench)
