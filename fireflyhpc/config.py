@@ -51,6 +51,7 @@ PROFILE_KEYS: dict[str, v.Validator] = {
     "payload": v.payload,
     "launch": v.choice("ssh", "srun"),
     "job_name": v.slurm_name,
+    "ssh": v.choice("auto", "openssh", "paramiko"),
 }
 
 # Settings that only exist on the command line (never in a profile).
@@ -76,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "payload": "builtin",
     "launch": "ssh",
     "job_name": "fireflyhpc",
+    "ssh": "auto",
     "local_port": None,
 }
 
@@ -86,6 +88,7 @@ ENV_VARS: dict[str, str] = {
     "FIREFLYHPC_TIME": "time",
     "FIREFLYHPC_TEMPLATE": "template",
     "FIREFLYHPC_PAYLOAD": "payload",
+    "FIREFLYHPC_SSH": "ssh",
 }
 # Chooses the cluster profile when --cluster is not given (before default_cluster).
 ENV_CLUSTER = "FIREFLYHPC_CLUSTER"
@@ -150,6 +153,7 @@ class ResolvedSettings:
     payload: str
     launch: str
     job_name: str
+    ssh: str
     local_port: int | None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

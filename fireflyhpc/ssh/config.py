@@ -71,9 +71,12 @@ class HostSpec:
 
     @property
     def known_hosts_name(self) -> str:
-        """The name this host's keys are stored under in known_hosts (``[h]:p`` off 22)."""
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
+        """The name this host's keys are stored under in known_hosts: the HostKeyAlias
+        alone if there is one (whatever the port, as OpenSSH does), else the host
+        name, written ``[name]:port`` off port 22."""
+        if self.host_key_alias:
+            return self.host_key_alias
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
     @property
     def label(self) -> str:

@@ -22,7 +22,8 @@ from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
-from fireflyhpc.ssh.remote import Result, run_command
+from fireflyhpc.ssh.process import ParamikoProcess
+from fireflyhpc.ssh.remote import Result, build_command, run_command, write_file_argv
 from fireflyhpc.ssh.wire import (MAX_PACKET_SIZE, PARAMIKO_LOG, PREFERRED_CIPHERS, PREFERRED_MACS,
                                  WINDOW_SIZE, ChannelOpenError, Transport, close_quietly,
                                  connect_timeout, dial, open_direct, prefer)
@@ -36,8 +37,11 @@ class SSHConnection:
     """An SSH connection to ``spec`` (through its hops, or through ``parent``).
 
     Use as a context manager, or call :meth:`connect` and :meth:`close`. All methods
-    raise SSHError when the connection is not up or breaks.
+    raise SSHError when the connection is not up or breaks. Implements
+    :class:`fireflyhpc.ssh.protocol.Connection` (the pure-Python backend).
     """
+
+    backend = "paramiko"
 
     def __init__(self, spec: HostSpec, *, authenticator: Authenticator | None = None,
                  host_keys: HostKeyChecker | None = None,
@@ -223,9 +227,17 @@ class SSHConnection:
     def write_file(self, path: str, data: bytes | str) -> None:
         """Write ``data`` to remote ``path`` atomically, mode 0600 from creation, via stdin
         (so secrets never show on a command line). Raises RemoteCommandError."""
-        script = ('umask 077 && tmp=$(mktemp "$1.XXXXXX") && cat > "$tmp" && '
-                  'mv -f -- "$tmp" "$1"')
-        self.run(["sh", "-c", script, "sh", path], input=data)
+        self.run(write_file_argv(path), input=data)
+
+    def start(self, argv: Sequence[str], *,
+              env: Mapping[str, str] | None = None) -> ParamikoProcess:
+        """Start ``argv`` in a channel of its own; see :class:`~fireflyhpc.ssh.protocol.RemoteProcess`."""
+        return ParamikoProcess(self.transport, argv, build_command(argv, env), self.spec.alias)
+
+    @property
+    def asked_user(self) -> bool:
+        """True once this connection's authenticator asked the user anything."""
+        return self.authenticator.asked_user
 
     def open_channel_to(self, host: str, port: int, *, timeout: float = 10.0) -> paramiko.Channel:
         """Open a direct-tcpip channel from the final host to ``host:port``.

@@ -70,6 +70,15 @@ def build_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     return shlex.join(prefix + list(argv))
 
 
+# Writes stdin to "$1" atomically, 0600 from creation (the data never is an argument).
+_WRITE_FILE = 'umask 077 && tmp=$(mktemp "$1.XXXXXX") && cat > "$tmp" && mv -f -- "$tmp" "$1"'
+
+
+def write_file_argv(path: str) -> list[str]:
+    """The command that writes its stdin to remote ``path`` (0600, atomically; pure)."""
+    return ["sh", "-c", _WRITE_FILE, "sh", path]
+
+
 def run_command(transport: paramiko.Transport, argv: Sequence[str], *, host: str = "",
                 timeout: float | None = None, check: bool = True,
                 input: bytes | str | None = None,  # noqa: A002 (like subprocess.run)

@@ -17,7 +17,7 @@ from fireflyhpc.errors import RemoteCommandError, SSHError
 from fireflyhpc.ssh import (Authenticator, CallbackPrompter, ChannelOpenError, RemoteTimeoutError,
                             SSHConnection)
 
-from ssh_testutil import (DUO_INSTRUCTIONS, DUO_PROMPT, DUO_TITLE, free_port, keygen,
+from ssh_testutil import (DUO_INSTRUCTIONS, DUO_PROMPT, DUO_TITLE, converse, free_port, keygen,
                           run_concurrently, start_duo_server)
 
 HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "back\\slash", "*", "-n", "", "tab\there",
@@ -340,51 +340,6 @@ def test_silent_or_foreign_server_is_an_ssh_error(make_config, greeting: bytes) 
         server.close()
 
 
-def _converse(argv: list[str], replies: list[tuple[bytes, bytes]],
-              limit: float = 60) -> tuple[int, bytes]:
-    """Run ``argv`` with a new pty as its controlling terminal; answer the prompts in
-    ``replies`` in order; return (exit status, everything it wrote to the terminal)."""
-    import pty
-    import select
-    import time
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the pty is now its controlling terminal
-        os.execvp(argv[0], argv)
-    seen = b""
-    pending = list(replies)
-    searched = 0
-    deadline = time.monotonic() + limit
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-                while pending and pending[0][0] in seen[searched:]:
-                    prompt, answer = pending.pop(0)
-                    searched = seen.index(prompt, searched) + len(prompt)
-                    os.write(fd, answer + b"\n")
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status), seen
-        for _ in range(100):  # the terminal closed: the child is exiting
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status), seen
-            time.sleep(0.1)
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        return -1, seen
-    finally:
-        os.close(fd)
-
-
 def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
     """Two connections in one run: the passphrase is asked once, the 2FA prompt each time."""
     key = keygen(tmp_path / "id_tty", passphrase="tty phrase")
@@ -395,7 +350,7 @@ def test_terminal_prompter_on_a_real_tty(make_config, sshd, tmp_path) -> None:
               "    with SSHConnection.open('target', ssh_config=sys.argv[1]) as c:\n"
               "        print('REMOTE', c.run(['whoami']).stdout.strip())\n")
     password = sshd.passwords["ffssh-2fa"].encode()
-    status, seen = _converse([sys.executable, "-c", script, str(config)], [
+    status, seen = converse([sys.executable, "-c", script, str(config)], [
         (f"Enter passphrase for key '{key}': ".encode(), b"tty phrase"),
         (b"Password: ", password), (b"REMOTE ffssh-2fa", b""), (b"Password: ", password)])
     assert status == 0, seen
@@ -532,7 +487,7 @@ def test_duo_style_prompts_on_a_real_tty(tmp_path) -> None:
     script = ("import sys\nfrom fireflyhpc.ssh import SSHConnection\n"
               "c = SSHConnection.open('duo', ssh_config=sys.argv[1])\n"
               "print('AUTHENTICATED', c.transport.is_authenticated())\nc.close()\n")
-    status, seen = _converse([sys.executable, "-c", script, str(config)],
+    status, seen = converse([sys.executable, "-c", script, str(config)],
                              [(b"Password: ", b"pw-duo"), (DUO_PROMPT.encode(), b"1")])
     thread.join(10)
     assert status == 0, seen
