@@ -31,6 +31,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILE_NAME = "config.toml"
 
+# The SSH backends (fireflyhpc.ssh.choose_backend): here, so that the payload side can
+# validate a profile without loading the SSH stack.
+SSH_BACKENDS = ("auto", "openssh", "paramiko")
+
 # Every key a [clusters.NAME] table may hold, with the validator of its value.
 PROFILE_KEYS: dict[str, v.Validator] = {
     "login": v.host,
@@ -51,7 +55,7 @@ PROFILE_KEYS: dict[str, v.Validator] = {
     "payload": v.payload,
     "launch": v.choice("ssh", "srun"),
     "job_name": v.slurm_name,
-    "ssh": v.choice("auto", "openssh", "paramiko"),
+    "ssh": v.choice(*SSH_BACKENDS),
 }
 
 # Settings that only exist on the command line (never in a profile).

@@ -18,6 +18,7 @@ from typing import Sequence
 import click
 
 from fireflyhpc import __version__
+from fireflyhpc.config import SSH_BACKENDS
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
 
 # Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
@@ -60,7 +61,7 @@ def _configure_logging(debug: bool, verbose: int) -> None:
 @click.option("--ssh-config", "ssh_config", type=click.Path(dir_okay=False),
               envvar="FIREFLYHPC_SSH_CONFIG", show_envvar=True,
               help="OpenSSH client config to read instead of ~/.ssh/config.")
-@click.option("--ssh", "ssh", type=click.Choice(["auto", "openssh", "paramiko"]), default=None,
+@click.option("--ssh", "ssh", type=click.Choice(SSH_BACKENDS), default=None,
               help="SSH backend: openssh (your own ssh client and its config, ControlMaster, "
                    "Kerberos, security keys, certificates), paramiko (pure Python fallback), "
                    "auto (openssh where it can multiplex, i.e. not on Windows). Also "

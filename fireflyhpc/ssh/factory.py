@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.ssh.auth import Prompter
 from fireflyhpc.ssh.config import HostSpec
@@ -19,7 +20,6 @@ from fireflyhpc.ssh.protocol import Connection
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "openssh", "paramiko")
 ASKPASS_FORCE_VERSION = (8, 4)  # SSH_ASKPASS_REQUIRE=force
 
 

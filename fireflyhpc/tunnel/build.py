@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
-from fireflyhpc.ssh.factory import BACKENDS, open_connection
-from fireflyhpc.ssh.sshmsg import NodeSSHError
 from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
 from fireflyhpc.tunnel.listener import Listener
 from fireflyhpc.tunnel.ports import parse_port, validate_host
@@ -61,6 +60,8 @@ def _login(req: TunnelRequest, cancel: threading.Event | None) -> tuple[Any, boo
         if not req.reuse.is_active():
             req.reuse.reconnect()
         return req.reuse, False
+    from fireflyhpc.ssh import open_connection  # the SSH stack loads only when used
+
     return open_connection(req.login, ssh_config=req.ssh_config,
                            accept_new_host_key=req.accept_new_host_key,
                            backend=req.backend, cancel=cancel), True
@@ -102,6 +103,8 @@ def _auto(build: Callable[[str], Path], node: str) -> tuple[Path, str]:
 
     Host key problems are never a reason to fall back: they are raised.
     """
+    from fireflyhpc.ssh.sshmsg import NodeSSHError
+
     try:
         return build("ssh"), "ssh"
     except NodeSSHError as exc:
