@@ -12,7 +12,7 @@ __all__ = ["__version__", "connect", *_SERVER_API]
 
 def __getattr__(name: str) -> Any:
     if name == "connect":  # fireflyhpc.connect(...): a live session for Python/Jupyter
-        from fireflyhpc.connecting import connect
+        from fireflyhpc.session import connect
 
         return connect
     if name in _SERVER_API:

@@ -53,7 +53,7 @@ PROFILE_KEYS: dict[str, v.Validator] = {
     "port_range": v.port_range,
     "template": v.template_name,
     "payload": v.payload,
-    "launch": v.choice("ssh", "srun"),
+    "launch": v.choice("auto", "ssh", "srun"),
     "job_name": v.slurm_name,
     "ssh": v.choice(*SSH_BACKENDS),
 }
@@ -76,10 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "setup": [],
     "python": "python3",
     "hop": "auto",
-    "port_range": (8000, 8999),
+    "port_range": None,  # any free port
     "template": "firefly",
     "payload": "builtin",
-    "launch": "ssh",
+    "launch": "auto",
     "job_name": "fireflyhpc",
     "ssh": "auto",
     "local_port": None,
@@ -152,7 +152,7 @@ class ResolvedSettings:
     setup: tuple[str, ...]
     python: str
     hop: str
-    port_range: tuple[int, int]
+    port_range: tuple[int, int] | None
     template: str
     payload: str
     launch: str
@@ -176,7 +176,7 @@ class ResolvedSettings:
         """The settings as plain data (lists for tuples), without ``sources``."""
         out = {k: getattr(self, k) for k in ["cluster", *DEFAULTS]}
         out["setup"] = list(self.setup)
-        out["port_range"] = list(self.port_range)
+        out["port_range"] = None if self.port_range is None else list(self.port_range)
         return out
 
 
@@ -353,7 +353,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str],
             flag = "--" + key.replace("_", "-")
             values[key], sources[key] = _check(validators[key], value, flag), "flag"
     values["setup"] = tuple(values["setup"])
-    values["port_range"] = tuple(values["port_range"])
+    if values["port_range"] is not None:
+        values["port_range"] = tuple(values["port_range"])
     cluster = profile.name if profile is not None else None
     return ResolvedSettings(cluster=cluster, sources=sources, **values)
 

@@ -164,6 +164,21 @@ def port_range(value: Any) -> tuple[int, int]:
     return (low, high)
 
 
+def listen_ports(value: Any) -> tuple[int, int]:
+    """Where a server may listen: ``0`` (any free port), a port ``N``, or a range
+    ``LOW-HIGH`` (as :func:`port_range`); returned as ``(LOW, HIGH)``."""
+    if isinstance(value, str) and "-" in value:
+        return port_range(value)
+    if value in (0, "0"):
+        return (0, 0)
+    try:
+        number = port(value)
+    except ValueError:
+        raise ValueError("expected 0 (any free port), a port 1-65535 or a range like "
+                         "8000-8999") from None
+    return (number, number)
+
+
 def choice(*options: str) -> Validator:
     """A validator accepting exactly one of ``options``."""
     expected = " or ".join(repr(o) for o in options)
@@ -190,20 +205,25 @@ def shell_lines(value: Any) -> list[str]:
 
 
 def python_command(value: Any) -> str:
-    """The remote interpreter: an absolute path or a command name found on PATH."""
+    """The remote interpreter: an absolute path (spaces and other characters allowed:
+    it is only ever passed as one quoted argument) or a command name found on PATH."""
     text = _text(value, "an absolute path or a command name like python3")
     if _COMMAND_NAME.fullmatch(text):
         return text
-    if text.startswith("/") and re.fullmatch(r"/[A-Za-z0-9_./+@-]{0,1023}", text):
+    if text.startswith("/") and len(text) <= 4096 and text.isprintable():
         return text
     raise ValueError("expected an absolute path or a command name like python3 "
-                     "(no spaces; ~ is not expanded)")
+                     "(~ is not expanded)")
+
+
+# The payloads fireflyhpc itself serves (any other payload value is a command line).
+PAYLOAD_KINDS = ("builtin", "firefly")
 
 
 def payload(value: Any) -> str:
     """``builtin``, ``firefly`` or a command line containing ``{port}``."""
     text = _text(value, "'builtin', 'firefly' or a command containing {port}")
-    if text in ("builtin", "firefly"):
+    if text in PAYLOAD_KINDS:
         return text
     if "{port}" not in text or "\n" in text or "\0" in text:
         raise ValueError("expected 'builtin', 'firefly' or a one-line command containing {port}")

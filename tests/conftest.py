@@ -153,14 +153,27 @@ class Cluster:
         """Another unprivileged user (for security tests)."""
         return self.env["OTHER_USER"]
 
+    @property
+    def space_user(self) -> str:
+        """A user whose home directory path has a space in it ("" on a bench made before
+        it had one: `minicluster up` again)."""
+        return self.env.get("SPACE_USER", "")
+
+    def _user_env(self, user: str | None, what: str) -> str:
+        user = user or self.user
+        prefix = {self.user: "CLUSTER_USER", self.other_user: "OTHER_USER",
+                  self.space_user: "SPACE_USER"}.get(user)
+        if prefix is None:
+            raise ValueError(f"no bench user {user!r}")
+        return self.env.get(f"{prefix}_{what}", "")
+
     def key(self, user: str | None = None) -> Path:
         """The laptop-side private key of ``user`` (default: :attr:`user`)."""
-        user = user or self.user
-        return Path(self.env["CLUSTER_USER_KEY" if user == self.user else "OTHER_USER_KEY"])
+        return Path(self._user_env(user, "KEY"))
 
     def home(self, user: str | None = None) -> Path:
         """The shared home directory of ``user`` (same path on every host)."""
-        return Path("/home") / (user or self.user)
+        return Path(self._user_env(user, "HOME") or f"/home/{user or self.user}")
 
     @property
     def partitions(self) -> list[str]:
@@ -194,11 +207,7 @@ class Cluster:
 
     def ssh_host(self, host: str, user: str | None = None) -> str:
         """The ssh_config Host alias reaching ``host`` as ``user``."""
-        if user is None or user == self.user:
-            return host
-        if user == self.other_user:
-            return host + self.env["OTHER_USER_HOST_SUFFIX"]
-        raise ValueError(f"no bench user {user!r}")
+        return host + self._user_env(user, "HOST_SUFFIX")
 
     # -- commands -----------------------------------------------------------------------
     def run_in(self, host: str, argv: Sequence[str], *, timeout: float = 60,

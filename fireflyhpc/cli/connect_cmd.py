@@ -1,4 +1,4 @@
-"""`fireflyhpc connect` and `fireflyhpc stop`: thin over fireflyhpc.connecting / stopping."""
+"""`fireflyhpc connect` and `fireflyhpc stop`: thin over fireflyhpc.session."""
 
 from __future__ import annotations
 
@@ -110,13 +110,13 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
     and opens it. Runs until Ctrl-C, the job ending or the server dying; then stops
     the server, closes the tunnel and cancels the job if it submitted it.
     """
-    from fireflyhpc.connecting import ConnectRequest, open_session
+    from fireflyhpc.session import ConnectRequest, open_session
 
     request = ConnectRequest(
         cluster=cluster, node=node, job_id=job_id,
         local_port=parse_port(local_port, what="local port") if local_port else None,
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
-        mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job,
+        mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
         accept_new_host_key=accept_new_host_key)
     line = StatusLine()
@@ -129,13 +129,13 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             return int(ExitStatus.INTERRUPTED)
         finally:
             line.done()
-        if detach:
-            record = session.detach()
-            line.say(f"detached: job {session.job_id} and the server on {session.node} keep "
-                     f"running (session {record.id}); `fireflyhpc connect --job "
-                     f"{session.job_id}` reuses it, `fireflyhpc stop {record.id}` ends it")
-            return 0
         try:
+            if detach:
+                record = session.detach()
+                line.say(f"detached: job {session.job_id} and the server on {session.node} "
+                         f"keep running (session {record.id}); `fireflyhpc connect --job "
+                         f"{session.job_id}` reuses it, `fireflyhpc stop {record.id}` ends it")
+                return 0
             click.echo(session.url)
             line.say(f"job {session.job_id} on {session.node}, port {session.remote_port} -> "
                      f"127.0.0.1:{session.local_port} (session {session.id}); Ctrl-C to stop")
@@ -144,7 +144,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
             ending = session.watch(warn=line.say)
         finally:
             session.close()
-    line.say(ending.message + ("; cleaned up" if ending.requested else "; cleaned up"))
+    line.say(ending.message + "; cleaned up")
     if ending.error is not None:
         return int(ending.error.exit_status)
     return 0
@@ -160,7 +160,7 @@ def stop_command(obj: object, session_id: str | None, stop_all: bool) -> None:
     A running connect is signalled and waited for; a detached session's server (and
     job, if fireflyhpc submitted it) are ended over SSH.
     """
-    from fireflyhpc.stopping import stop_sessions
+    from fireflyhpc.session.stopping import stop_sessions
 
     if bool(session_id) == stop_all:
         raise click.UsageError("name one session ID, or pass --all")

@@ -7,6 +7,7 @@ loads it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -98,7 +99,7 @@ def remote_install_command(ctx: click.Context, cluster: str | None, login: str |
     if current != result.python_path:
         click.echo(f"set this in the cluster profile ({cfg.config_path(ctx.obj.config)}):")
         click.echo(f"  [clusters.{settings.cluster or 'NAME'}]")
-    click.echo(f"  python = \"{result.python_path}\"")
+    click.echo(f"  python = {json.dumps(result.python_path)}")  # a TOML basic string
 
 
 def _ticks() -> tuple[str, str, str]:

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import click
 
+from fireflyhpc import validate as v
 from fireflyhpc.server.main import ServeRequest, serve
+
+
+class PortsType(click.ParamType):
+    """``0``, a port, or ``LOW-HIGH`` (see :func:`fireflyhpc.validate.listen_ports`)."""
+
+    name = "ports"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value  # type: ignore[return-value]
+        try:
+            return v.listen_ports(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PORTS = PortsType()
 
 
 @click.command("serve")
 @click.argument("data_dirs", nargs=-1, metavar="[DATA_DIR]...",
                 type=click.Path(file_okay=False))
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port to listen on; 0 lets the OS pick a free one.")
+@click.option("--port", "ports", type=PORTS, default="0", show_default=True,
+              metavar="PORT|LOW-HIGH",
+              help="Port to listen on; 0 lets the OS pick a free one; LOW-HIGH takes a free "
+                   "one in that range.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but loopback is reachable by others: "
                    "warned about, and refused with --no-token.")
@@ -28,7 +49,7 @@ from fireflyhpc.server.main import ServeRequest, serve
               help="Serve without an access token (loopback only; any local user can read).")
 @click.option("--ready-file", type=click.Path(dir_okay=False),
               help="Once listening, write pid, host, port and url (no token) here as JSON.")
-def serve_command(data_dirs: tuple[str, ...], port: int, host: str, demo: bool, app: str,
+def serve_command(data_dirs: tuple[str, ...], ports: tuple[int, int], host: str, demo: bool, app: str,
                   no_browser: bool, token_file: str | None, no_token: bool,
                   ready_file: str | None) -> None:
     """Serve Firefly data and a viewer over HTTP, behind an access token.
@@ -37,7 +58,7 @@ def serve_command(data_dirs: tuple[str, ...], port: int, host: str, demo: bool, 
     or a directory whose subdirectories are datasets. Prints the address to open,
     token included, as one line on stdout; stops cleanly on Ctrl-C or SIGTERM.
     """
-    serve(ServeRequest(data_dirs=list(data_dirs), host=host, port=port, demo=demo, app=app,
+    serve(ServeRequest(data_dirs=list(data_dirs), host=host, ports=ports, demo=demo, app=app,
                        token_file=token_file, no_token=no_token, ready_file=ready_file,
                        open_browser=not no_browser))
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import click
 
-from fireflyhpc.sessions import SessionRecord, SessionStore, liveness
+from fireflyhpc.session.records import SessionRecord, SessionStore, liveness
 
 
 def _time_left(record: SessionRecord, now: float) -> str:

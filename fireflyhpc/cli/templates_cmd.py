@@ -7,7 +7,7 @@ import os
 import click
 
 from fireflyhpc import config as cfg
-from fireflyhpc import templates as tpl
+from fireflyhpc.scheduler import templates as tpl
 
 
 def _user_dir(app: object) -> "cfg.Path":

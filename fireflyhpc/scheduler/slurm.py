@@ -179,6 +179,22 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *ids]
 
 
+def squeue_state_argv(job_id: str) -> list[str]:
+    """squeue printing one word, the job's state, and no header (for shell scripts on
+    the cluster, which read the state without our parser)."""
+    return ["squeue", "-h", "-o", "%T", "-j", _job_ids([job_id])[0]]
+
+
+def srun_step_argv(job_id: str, node: str, *, error_file: str,
+                   name: str = "fireflyhpc-payload") -> list[str]:
+    """``srun`` starting one task as a step of the running job ``job_id`` on ``node``
+    (``--overlap``: beside whatever the job runs); the task's argv follows it. No
+    stdin, stdout discarded, stderr to ``error_file``."""
+    return ["srun", f"--jobid={_job_ids([job_id])[0]}", "--overlap", "--nodes=1",
+            "--ntasks=1", f"--nodelist={v.node_name(node)}", "--input=none",
+            "--output=/dev/null", f"--error={error_file}", f"--job-name={name}"]
+
+
 def sinfo_argv() -> list[str]:
     """sinfo with our explicit ``-o`` format: one row per partition (and node group)."""
     return ["sinfo", "-o", _format(SINFO_FIELDS)]

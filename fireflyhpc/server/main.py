@@ -19,7 +19,7 @@ class ServeRequest:
 
     data_dirs: Sequence[str] = field(default_factory=list)
     host: str = "127.0.0.1"
-    port: int = 0
+    ports: tuple[int, int] = (0, 0)  # (LOW, HIGH): a free port in that range; (0, 0): any
     demo: bool = False
     app: str = "auto"
     token_file: str | None = None
@@ -62,14 +62,14 @@ def serve(request: ServeRequest) -> None:
     datasets = discover(dirs)
     if not datasets:
         log.warning("no data to serve: name a DATA_DIR, or use --demo")
-    address = runner.resolve(request.host, request.port)
+    address = runner.resolve(request.host, request.ports[0])
     if not runner.is_loopback(address[4][0]):
         if token is None:
             raise ConfigError(f"refusing --no-token on non-loopback address {address[4][0]}: "
                               "anyone who can reach it could read the data")
         log.warning("listening on %s, which other machines may reach; "
                     "the token is all that protects the data", address[4][0])
-    listener = runner.bind(address)
+    listener = runner.listen(request.host, request.ports)
     try:
         if token is None:
             log.warning("--no-token: any local user can read the served data")

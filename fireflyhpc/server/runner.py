@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -89,6 +90,28 @@ def resolve(host: str, port: int) -> tuple[Any, ...]:
     return tuple(infos[0])
 
 
+class AddressInUse(ServerError):
+    """The address and port are taken (another server listens there)."""
+
+
+def listen(host: str, ports: tuple[int, int]) -> Listener:
+    """Listen on ``host`` on a free port from ``ports`` (LOW, HIGH), starting at a random
+    one so that servers started together spread out; ``(0, 0)``: any free port.
+
+    Raises ConfigError for an unresolvable host, ServerError when no port is free.
+    """
+    low, high = ports
+    candidates = list(range(low, high + 1))
+    start = secrets.randbelow(len(candidates))
+    for port in candidates[start:] + candidates[:start]:
+        try:
+            return bind(resolve(host, port))
+        except AddressInUse:
+            if low == high:
+                raise
+    raise ServerError(f"cannot listen on {host}: every port of {low}-{high} is in use")
+
+
 def bind(address: tuple[Any, ...], backlog: int = 128) -> Listener:
     """Bind and listen on a :func:`resolve` result (port 0: the OS picks one).
 
@@ -107,8 +130,8 @@ def bind(address: tuple[Any, ...], backlog: int = 128) -> Listener:
                   errno.EACCES: "needs privileges (use a port above 1023, or 0)",
                   errno.EADDRNOTAVAIL: "is not an address of this machine"}.get(
                       exc.errno or 0, exc.strerror)
-        raise ServerError(f"cannot listen on {sockaddr[0]} port {sockaddr[1]}: {reason}") \
-            from None
+        error = AddressInUse if exc.errno == errno.EADDRINUSE else ServerError
+        raise error(f"cannot listen on {sockaddr[0]} port {sockaddr[1]}: {reason}") from None
     bound_host, bound_port = sock.getsockname()[:2]
     url_host = bound_host
     if bound_host in ("0.0.0.0", "::"):

@@ -46,6 +46,7 @@ class Layout:
     dir: Path
     user: str = "ffuser"
     other_user: str = "ffother"
+    space_user: str = "ffspace"  # a user whose home path has a space in it
     default_partition: str = "debug"
     small_partition: str = "short"
     small_partition_node: str = "node2"
@@ -87,8 +88,16 @@ class Layout:
         raise KeyError(node.name)
 
     @property
-    def users(self) -> tuple[str, str]:
-        return (self.user, self.other_user)
+    def users(self) -> tuple[str, ...]:
+        return (self.user, self.other_user, self.space_user)
+
+    def home(self, user: str) -> str:
+        """``user``'s home directory (shared by every host)."""
+        return "/home/ff space" if user == self.space_user else f"/home/{user}"
+
+    def host_suffix(self, user: str) -> str:
+        """What the laptop's ssh_config appends to a host name to log in as ``user``."""
+        return {self.user: "", self.other_user: "-other", self.space_user: "-space"}[user]
 
     @property
     def partitions(self) -> tuple[str, str]:
@@ -241,7 +250,7 @@ def render_sshd_config(layout: Layout, host: Host) -> str:
 
 def ssh_alias(host: str, user: str, layout: Layout) -> str:
     """The ssh_config Host name that reaches ``host`` as ``user``."""
-    return host if user == layout.user else f"{host}-other"
+    return host + layout.host_suffix(user)
 
 
 def render_ssh_config(layout: Layout) -> str:
@@ -271,7 +280,8 @@ def render_ssh_config(layout: Layout) -> str:
 def known_hosts_names(layout: Layout, host: Host, *, laptop: bool) -> list[str]:
     """Every name a client may look ``host`` up by, from the laptop or inside the cluster."""
     if laptop:
-        return [host.name, ssh_alias(host.name, layout.other_user, layout), host.addr]
+        return [host.name, *(ssh_alias(host.name, u, layout) for u in layout.users[1:]),
+                host.addr]
     if host == layout.login:
         return [host.name, *(link.left_addr for link in layout.links[1:]), host.addr]
     return [host.name, host.addr]
@@ -301,7 +311,11 @@ def env_values(layout: Layout) -> dict[str, str]:
         "CLUSTER_USER_KEY": str(layout.key(layout.user)),
         "OTHER_USER": layout.other_user,
         "OTHER_USER_KEY": str(layout.key(layout.other_user)),
-        "OTHER_USER_HOST_SUFFIX": "-other",
+        "OTHER_USER_HOST_SUFFIX": layout.host_suffix(layout.other_user),
+        "SPACE_USER": layout.space_user,
+        "SPACE_USER_KEY": str(layout.key(layout.space_user)),
+        "SPACE_USER_HOME": layout.home(layout.space_user),
+        "SPACE_USER_HOST_SUFFIX": layout.host_suffix(layout.space_user),
         "PARTITIONS": " ".join(layout.partitions),
         "DEFAULT_PARTITION": layout.default_partition,
         "SMALL_PARTITION": layout.small_partition,

@@ -43,13 +43,16 @@ def install_packages(packages: list[str]) -> None:
 
 # -- users and keys ---------------------------------------------------------------------
 
-def ensure_user(name: str) -> pwd.struct_passwd:
-    """Create the unprivileged user ``name`` (home under /home) unless it exists."""
+def ensure_user(name: str, home: str) -> pwd.struct_passwd:
+    """Create the unprivileged user ``name`` with home ``home`` unless it exists."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name])
+        run(["useradd", "--create-home", "--home-dir", home, "--user-group", "--shell",
+             "/bin/bash", name])
         pw = pwd.getpwnam(name)
+    if pw.pw_dir != home:
+        raise BenchError(f"user {name} exists with home {pw.pw_dir}, not {home}")
     # sshd without PAM refuses a locked account ("!"); "*" means: keys only.
     run(["usermod", "-p", "*", name])
     return pw
@@ -72,7 +75,7 @@ def chown_tree(path: Path, pw: pwd.struct_passwd) -> None:
 
 def setup_user(layout: Layout, name: str, cluster_known_hosts: str) -> None:
     """Keys for ``name``: one for the laptop (in the bench dir), one inside the cluster."""
-    pw = ensure_user(name)
+    pw = ensure_user(name, layout.home(name))
     laptop_pub = keygen(layout.key(name), f"{name}@laptop (minicluster)")
     os.chmod(layout.key(name), 0o600)
     ssh_dir = Path(pw.pw_dir) / ".ssh"

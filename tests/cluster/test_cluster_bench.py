@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,16 @@ def test_other_user_logs_in_with_its_own_key_only(cluster) -> None:
     wrong = cluster.ssh("login1", ["true"], options=["-o", f"User={cluster.other_user}"])
     assert wrong.returncode == 255
     assert "Permission denied" in wrong.stderr
+
+
+def test_space_user_has_a_home_with_a_space_on_every_host(cluster) -> None:
+    for host in cluster.hosts:
+        proc = cluster.ssh(host, ["sh", "-c", 'id -un; printf "%s\\n" "$HOME"; pwd'],
+                           user=cluster.space_user)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines() == [cluster.space_user, "/home/ff space",
+                                            "/home/ff space"]
+    assert cluster.home(cluster.space_user) == Path("/home/ff space")
 
 
 def test_strict_host_key_checking_uses_the_bench_known_hosts(cluster, tmp_path) -> None:

@@ -42,25 +42,27 @@ def test_ssh_config_reaches_nodes_only_through_login1() -> None:
     text = render_ssh_config(LAYOUT)
     blocks = {b.splitlines()[0]: b for b in text.split("\n\n")[1:]}
     assert set(blocks) == {f"Host {h}{s}" for h in ("login1", "node1", "node2")
-                           for s in ("", "-other")}
+                           for s in ("", "-other", "-space")}
     assert "ProxyJump" not in blocks["Host login1"]
     assert "    ProxyJump login1\n" in blocks["Host node2"] + "\n"
     assert "    ProxyJump login1-other" in blocks["Host node1-other"]
     assert "    User ffother" in blocks["Host node1-other"]
     assert "    IdentityFile /tmp/mc test/id_ffother" in blocks["Host login1-other"]
+    assert "    User ffspace" in blocks["Host node2-space"]
+    assert "    ProxyJump login1-space" in blocks["Host node2-space"]
 
 
 def test_sshd_allows_forwarding_and_keys_only() -> None:
     text = render_sshd_config(LAYOUT, LAYOUT.nodes[0]).splitlines()
     for line in ("AllowTcpForwarding yes", "PermitOpen any", "PasswordAuthentication no",
-                 "PermitRootLogin no", "AllowUsers ffuser ffother"):
+                 "PermitRootLogin no", "AllowUsers ffuser ffother ffspace"):
         assert line in text
 
 
 def test_known_hosts_names_every_alias_and_address() -> None:
     keys = {h.name: f"ssh-ed25519 KEY{h.name}" for h in LAYOUT.hosts}
     laptop = render_known_hosts(LAYOUT, keys, laptop=True).splitlines()
-    assert laptop[0] == "login1,login1-other,198.18.0.2 ssh-ed25519 KEYlogin1"
+    assert laptop[0] == "login1,login1-other,login1-space,198.18.0.2 ssh-ed25519 KEYlogin1"
     inside = render_known_hosts(LAYOUT, keys, laptop=False).splitlines()
     assert inside[0].startswith("login1,198.18.1.2,198.18.2.2,198.18.0.2 ")
     assert inside[2] == "node2,198.18.2.3 ssh-ed25519 KEYnode2"

@@ -102,7 +102,11 @@ def test_port_range_forms() -> None:
 def test_python_command() -> None:
     assert v.python_command("python3") == "python3"
     assert v.python_command("/opt/conda/bin/python") == "/opt/conda/bin/python"
-    for bad in ("~/venv/bin/python", "python3 -u", "rel/path/python", "", "/a b/python"):
+    # what `remote-install` prints for a user whose home has a space is accepted as is
+    space = "/home/ff space/.local/share/fireflyhpc/venv-0.1.0/bin/python"
+    assert v.python_command(space) == space
+    for bad in ("~/venv/bin/python", "python3 -u", "rel/path/python", "", "/a\nb/python",
+                "/a\0b", "/tab\there"):
         with pytest.raises(ValueError):
             v.python_command(bad)
 
@@ -207,8 +211,8 @@ def test_resolve_precedence_flags_env_profile_defaults() -> None:
 def test_resolve_without_profile_uses_defaults() -> None:
     s = cfg.resolve({}, {}, None)
     assert s.cluster is None and s.login is None
-    assert s.as_dict() == {**cfg.DEFAULTS, "cluster": None, "setup": [],
-                           "port_range": [8000, 8999]}
+    assert s.as_dict() == {**cfg.DEFAULTS, "cluster": None, "setup": []}
+    assert s.port_range is None  # any free port on the node
     assert set(s.sources.values()) == {"default"}
     with pytest.raises(ConfigError, match="no cluster chosen"):
         s.require_login()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fireflyhpc import config as cfg
-from fireflyhpc import templates as tpl
+from fireflyhpc.scheduler import templates as tpl
 from fireflyhpc.errors import SchedulerError
 from fireflyhpc.scheduler import Backoff, JobState, Scheduler
 

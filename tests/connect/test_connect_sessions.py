@@ -18,7 +18,7 @@ import pytest
 from connect_testutil import one_error_line, run_cli
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError
-from fireflyhpc.sessions import (FORMAT_VERSION, Liveness, SessionRecord, SessionStore,
+from fireflyhpc.session.records import (FORMAT_VERSION, Liveness, SessionRecord, SessionStore,
                                  check_id, liveness, new_id)
 
 
@@ -103,7 +103,7 @@ def test_unreadable_and_future_files_are_skipped(tmp_path: Path, sleeper, caplog
                                                  monkeypatch) -> None:
     # The CLI (if run in-process earlier) stops "fireflyhpc" logs from reaching the root.
     monkeypatch.setattr(logging.getLogger("fireflyhpc"), "propagate", True)
-    caplog.set_level(logging.WARNING, logger="fireflyhpc.sessions")
+    caplog.set_level(logging.WARNING, logger="fireflyhpc.session.records")
     store = SessionStore(tmp_path)
     good = store.add(record_for(sleeper))
     (tmp_path / "0000000a.json").write_text("{not json")
@@ -122,7 +122,7 @@ def test_ids_are_checked(bad: str) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from fireflyhpc.sessions import SessionRecord, SessionStore
+from fireflyhpc.session.records import SessionRecord, SessionStore
 store = SessionStore(Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
     store.add(SessionRecord.for_this_process(cluster="c", job_id=None, node=None,

@@ -51,6 +51,11 @@ def test_builders() -> None:
                                               "-j", "7"]
     assert slurm.scancel_argv(["7", "8"]) == ["scancel", "7", "8"]
     assert slurm.sinfo_argv() == ["sinfo", "-o", "%P|%a|%l|%D|%c|%m|%N"]
+    assert slurm.squeue_state_argv("12_3") == ["squeue", "-h", "-o", "%T", "-j", "12_3"]
+    assert slurm.srun_step_argv("9", "node1", error_file="r/server.log") == [
+        "srun", "--jobid=9", "--overlap", "--nodes=1", "--ntasks=1", "--nodelist=node1",
+        "--input=none", "--output=/dev/null", "--error=r/server.log",
+        "--job-name=fireflyhpc-payload"]
 
 
 @pytest.mark.parametrize("bad", ["7; rm -rf ~", "-1", "", "1 2", "$(id)"])
@@ -59,11 +64,17 @@ def test_builders_refuse_bad_job_ids(bad: str) -> None:
         slurm.squeue_argv([bad])
     with pytest.raises(SchedulerError, match="not a Slurm job id"):
         slurm.scancel_argv([bad])
+    with pytest.raises(SchedulerError, match="not a Slurm job id"):
+        slurm.squeue_state_argv(bad)
+    with pytest.raises(SchedulerError, match="not a Slurm job id"):
+        slurm.srun_step_argv(bad, "node1", error_file="x")
 
 
 def test_builders_refuse_bad_node_names() -> None:
     with pytest.raises(ValueError):
         slurm.squeue_argv(nodes=["node1;id"])
+    with pytest.raises(ValueError):
+        slurm.srun_step_argv("1", "node1 --export=ALL", error_file="x")
 
 
 # -- parsers -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from connect_testutil import check_golden, one_error_line, run_cli
 
 from fireflyhpc import config as cfg
-from fireflyhpc import templates as tpl
+from fireflyhpc.scheduler import templates as tpl
 from fireflyhpc.errors import ConfigError
 
 PROFILE = """\

@@ -26,6 +26,12 @@ def _session(bench, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     return found[0]
 
 
+def _profile(bench) -> dict:  # type: ignore[no-untyped-def]
+    import tomllib
+
+    return dict(tomllib.loads(bench.config.read_text())["clusters"]["mini"])
+
+
 def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None:  # type: ignore[no-untyped-def]
     run = bench.connect()
     url = run.wait_url()
@@ -33,6 +39,8 @@ def test_connect_submit_serves_viewer_and_ctrl_c_leaves_nothing(bench) -> None: 
     record = next(s for s in bench.sessions() if s["local_port"] == port)
     job_id, node, remote_port = record["job_id"], record["node"], record["remote_port"]
     try:
+        low, high = _profile(bench)["port_range"]  # the bench profile sets one
+        assert low <= remote_port <= high
         assert record["liveness"] == "alive" and record["url"] == url
         assert bench.squeue()[job_id] == "RUNNING"
         status, body = http_get(port, "/", token)

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fireflyhpc import jobwatch, launch
+from fireflyhpc.session import jobs, launch
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
@@ -62,26 +62,26 @@ def test_status_text_and_hopeless_reasons() -> None:
     job = JobInfo(job_id="9", state=JobState.PENDING, reason="Resources")
     est = StartEstimate(job_id="9", start_time=datetime(2030, 1, 1, 12, 0, 5), nodes=(),
                         reason="Resources")
-    text = jobwatch.status_text("9", job, est, 65, now=datetime(2030, 1, 1, 11, 0))
+    text = jobs.status_text("9", job, est, 65, now=datetime(2030, 1, 1, 11, 0))
     assert text == "job 9, PENDING, reason: Resources, expected start: 12:00:05, waited 1:05"
-    assert jobwatch.hopeless_reason(job) is None
+    assert jobs.hopeless_reason(job) is None
     bad = JobInfo(job_id="9", state=JobState.PENDING, reason="PartitionTimeLimit")
-    assert jobwatch.hopeless_reason(bad) == "PartitionTimeLimit"
+    assert jobs.hopeless_reason(bad) == "PartitionTimeLimit"
 
 
 def test_end_messages_and_warning_time() -> None:
-    assert "time limit" in jobwatch.end_message("3", None, 5.0)
-    assert "cancelled" in jobwatch.end_message("3", None, 600.0)
-    assert "time limit" in jobwatch.end_message(
+    assert "time limit" in jobs.end_message("3", None, 5.0)
+    assert "cancelled" in jobs.end_message("3", None, 600.0)
+    assert "time limit" in jobs.end_message(
         "3", JobInfo(job_id="3", state=JobState.TIMEOUT), None)
-    assert jobwatch.warn_before(3600) == 300 and jobwatch.warn_before(60) == 15
-    assert jobwatch.clock_text(3725) == "1:02:05" and jobwatch.clock_text(None) == "-"
+    assert jobs.warn_before(3600) == 300 and jobs.warn_before(60) == 15
+    assert jobs.clock_text(3725) == "1:02:05" and jobs.clock_text(None) == "-"
 
 
 def test_node_names_with_shell_characters_are_refused() -> None:
     for node in ("node1;id", "$(id)", "-oProxyCommand=x", "a b", "node1\n"):
         with pytest.raises(ConfigError):
-            jobwatch.check_node(node)
+            jobs.check_node(node)
 
 
 class LocalRunner:
@@ -125,6 +125,37 @@ def test_launch_script_runs_a_real_server_and_stops_its_group(tmp_path: Path) ->
         launch.stop_payload(runner, server)
     assert not psutil.pid_exists(server.pgid) or psutil.Process(server.pgid).status() == "zombie"
     assert not (tmp_path / server.run_dir).exists()
+
+
+@pytest.mark.parametrize("kind", ["builtin", "command"])
+def test_launch_honours_the_port_range(tmp_path: Path, kind: str) -> None:
+    """The profile's port_range: the server (builtin, or a user command's {port}) listens
+    on a free port inside it; the first of the two is taken here."""
+    import socket
+
+    for low in range(23000 + os.getpid() % 9000, 64000, 2):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", low + 1))
+                break
+            except OSError:
+                continue
+    command = f"{shlex.quote(sys.executable)} -m http.server {{port}} --bind 127.0.0.1"
+    spec = launch.PayloadSpec.from_setting("builtin" if kind == "builtin" else command,
+                                           python=sys.executable, ports=(low, low + 1))
+    if kind == "builtin":
+        argv = launch.payload_argv(spec, "r.json")
+        assert argv[argv.index("--port") + 1] == f"{low}-{low + 1}"
+    runner = LocalRunner(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", low))
+        busy.listen(1)
+        server = launch.start_payload(runner, spec, node="local", name="3-0123abcd",
+                                      token="t" * 40)
+    try:
+        assert server.port == low + 1
+    finally:
+        launch.stop_payload(runner, server)
 
 
 def test_launch_script_reports_an_early_death(tmp_path: Path) -> None:
@@ -174,7 +205,7 @@ def test_setup_lines_run_before_the_server_and_may_change_directory(tmp_path: Pa
 def test_a_detached_session_is_dead_once_its_time_limit_passed() -> None:
     import time
 
-    from fireflyhpc.sessions import Liveness, SessionRecord, liveness
+    from fireflyhpc.session.records import Liveness, SessionRecord, liveness
 
     record = SessionRecord.for_this_process(
         cluster="c", job_id="5", node="n1", local_port=None, remote_port=8000, url=None,

@@ -143,7 +143,52 @@ def test_no_token_on_loopback_serves_without_token(data_tree: Path, tmp_path: Pa
         assert stop_serve(serve) == 0
 
 
-@pytest.mark.parametrize("port", ["-1", "65536", "abc", "1.5"])
+def _free_range(size: int) -> tuple[int, int]:
+    """``size`` consecutive free loopback ports above 20000 (checked by binding them)."""
+    for low in range(20000 + os.getpid() % 20000, 65000, size):
+        socks = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return low, low + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no free port range")
+
+
+def test_port_range_takes_a_free_port_inside_it(data_tree: Path, tmp_path: Path) -> None:
+    low, high = _free_range(3)
+    with socket.socket() as busy:  # two of the three are taken: the third must be used
+        busy.bind(("127.0.0.1", low))
+        busy.listen(1)
+        with socket.socket() as busy2:
+            busy2.bind(("127.0.0.1", low + 1))
+            busy2.listen(1)
+            serve = start_serve([str(data_tree), "--port", f"{low}-{high}"], tmp_path)
+            try:
+                assert serve.base == f"http://127.0.0.1:{high}/"
+                assert get(serve.base + "data/galaxy/Gas000.ffly", serve.token) == GAS_BYTES
+            finally:
+                assert stop_serve(serve) == 0
+
+
+def test_port_range_all_taken_is_one_line_error() -> None:
+    low, high = _free_range(2)
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", low))
+        b.bind(("127.0.0.1", high))
+        a.listen(1)
+        b.listen(1)
+        proc = run_serve("--port", f"{low}-{high}")
+    assert_one_line_error(proc, ExitStatus.SERVER, f"every port of {low}-{high} is in use")
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "abc", "1.5", "9000-8000", "80-90", "1-2-3"])
 def test_bad_port_values(port: str) -> None:
     proc = run_serve("--port", port)
     assert proc.returncode == ExitStatus.USAGE

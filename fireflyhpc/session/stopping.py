@@ -15,9 +15,9 @@ from typing import Iterator
 
 import psutil
 
-from fireflyhpc import launch
 from fireflyhpc.errors import FireflyHPCError, SSHError
-from fireflyhpc.sessions import Liveness, SessionRecord, SessionStore, check_id, liveness
+from fireflyhpc.session import launch
+from fireflyhpc.session.records import Liveness, SessionRecord, SessionStore, check_id, liveness
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError
+from fireflyhpc.scheduler import slurm
+from fireflyhpc.validate import PAYLOAD_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,17 @@ class PayloadSpec:
     data_dirs: tuple[str, ...] = ()
     command: str | None = None
     bind: str = "127.0.0.1"
+    ports: tuple[int, int] | None = None  # the profile's port_range; None: any free port
+
+    @property
+    def ports_arg(self) -> str:
+        """``--port`` of ``fireflyhpc serve``: ``LOW-HIGH``, or ``0`` for any free port."""
+        return "0" if self.ports is None else f"{self.ports[0]}-{self.ports[1]}"
 
     @classmethod
     def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
         """The spec for a profile/flag ``payload`` value (builtin, firefly or a command)."""
-        if payload in ("builtin", "firefly"):
+        if payload in PAYLOAD_KINDS:
             return cls(kind=payload, **values)  # type: ignore[arg-type]
         return cls(kind="command", command=payload, **values)  # type: ignore[arg-type]
 
@@ -112,15 +119,34 @@ def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
     No data folder means the demo galaxy. ``ready_file`` is relative to the
     remote home (the server runs there).
     """
-    if spec.kind not in ("builtin", "firefly"):
+    if spec.kind not in PAYLOAD_KINDS:
         raise ValueError(f"payload_argv is for builtin/firefly, not {spec.kind!r}")
     argv = [spec.python, "-m", "fireflyhpc", "serve", *spec.data_dirs]
     if not spec.data_dirs:
         argv.append("--demo")
-    argv += ["--port", "0", "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
+    argv += ["--port", spec.ports_arg, "--host", spec.bind, "--no-browser", "--ready-file", ready_file,
              "--app", "firefly" if spec.kind == "firefly" else "builtin"]
     return argv
 
+
+# Python for a user command's port: a free one in argv[1] (LOW-HIGH, from a random
+# start; "0": any), checked by binding it on loopback.
+PICK_PORT = """\
+import random, socket, sys
+low, _, high = sys.argv[1].partition("-")
+ports = list(range(int(low), int(high or low) + 1))
+start = random.randrange(len(ports))
+for port in ports[start:] + ports[:start]:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+else:
+    sys.exit("no free port in " + sys.argv[1])
+"""
 
 # $1: run folder (relative to $HOME); $2: "server" or "command"; the rest: the argv of
 # the server, or (command) one shell command line. Prints "pid PID" then, for the
@@ -135,7 +161,7 @@ export FIREFLYHPC_TOKEN
 {setup}
 cd || exit 4
 if [ "$kind" = command ]; then
-    port=$("$FIREFLYHPC_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 4
+    port=$("$FIREFLYHPC_PYTHON" -c "$PICK_PORT" "$FIREFLYHPC_PORTS") || exit 4
     cmd=$(printf '%s\n' "$1" | sed "s/{{port}}/$port/g")
     setsid sh -c "$cmd" >"$dir/server.log" 2>&1 </dev/null &
 else
@@ -175,10 +201,11 @@ fi
 rm -rf -- "$dir"
 """
 
-# $1: process group, $2: run folder, $3: a job to cancel too (or ""). Holds the
-# server's life on an open SSH channel: if the channel ends without the word "detach"
-# (connect died, even by SIGKILL, and its TCP connection closed), the whole group is
-# ended, the run folder removed and the job (one connect submitted) cancelled.
+# $1: process group, $2: run folder; the rest: the command that cancels the job (one
+# connect submitted), or nothing. Holds the server's life on an open SSH channel: if
+# the channel ends without the word "detach" (connect died, even by SIGKILL, and its
+# TCP connection closed), the whole group is ended, the run folder removed and the
+# job cancelled.
 LIFELINE_SCRIPT = r"""
 cd || exit 4
 IFS= read -r word
@@ -189,29 +216,32 @@ if kill -0 "-$1" 2>/dev/null; then
     kill -KILL "-$1" 2>/dev/null
 fi
 rm -rf -- "$2"
-[ -n "$3" ] && scancel -- "$3" 2>/dev/null
+shift 2
+[ "$#" -gt 0 ] && "$@" 2>/dev/null
 exit 0
 """
 
-# $1 job, $2 process group, $3 run folder. Started (in its own session) when a session
-# is detached: once the job has left the queue, end the server and remove the run
-# folder. It stops by itself when the run folder goes (the server was stopped). No
-# squeue on the node, or an unreachable controller: it waits, it never guesses.
+# $1 process group, $2 run folder; the rest: the squeue command printing the job's
+# state. Started (in its own session) when a session is detached: once the job has
+# left the queue, end the server and remove the run folder. It stops by itself when
+# the run folder goes (the server was stopped). No squeue on the node, or an
+# unreachable controller: it waits, it never guesses.
 GUARD_SCRIPT = r"""
 cd || exit 0
-command -v squeue >/dev/null 2>&1 || exit 0
-while [ -d "$3" ]; do
-    out=$(squeue -h -j "$1" -o %T 2>&1)
+pg=$1; dir=$2; shift 2
+command -v "$1" >/dev/null 2>&1 || exit 0
+while [ -d "$dir" ]; do
+    out=$("$@" 2>&1)
     case $out in
         "" | *"Invalid job id"* | COMPLETED* | CANCELLED* | TIMEOUT* | FAILED* | NODE_FAIL*) break ;;
     esac
     sleep 20
 done
-[ -d "$3" ] || exit 0
-kill -TERM "-$2" 2>/dev/null
+[ -d "$dir" ] || exit 0
+kill -TERM "-$pg" 2>/dev/null
 sleep 3
-kill -KILL "-$2" 2>/dev/null
-rm -rf -- "$3"
+kill -KILL "-$pg" 2>/dev/null
+rm -rf -- "$dir"
 """
 
 ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
@@ -241,8 +271,9 @@ def start_argv(spec: PayloadSpec, name: str, timeout: float = READY_TIMEOUT) -> 
     script = start_script(spec.setup, timeout)
     if spec.kind == "command":
         assert spec.command is not None
-        return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
-                "command", spec.command]
+        return ["env", f"FIREFLYHPC_PYTHON={spec.python}", f"FIREFLYHPC_PORTS={spec.ports_arg}",
+                f"PICK_PORT={PICK_PORT}", "sh", "-c", script, "sh", run_dir, "command",
+                spec.command]
     return ["env", f"FIREFLYHPC_PYTHON={spec.python}", "sh", "-c", script, "sh", run_dir,
             "server", *payload_argv(spec, f"{run_dir}/ready.json")]
 
@@ -329,9 +360,9 @@ class Lifeline:
         from fireflyhpc.ssh.remote import build_command, open_session_channel
 
         self._channel = open_session_channel(conn.transport, server.node)
+        cancel = slurm.scancel_argv([cancel_job]) if cancel_job else []
         self._channel.exec_command(build_command(
-            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir,
-             cancel_job or ""]))
+            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir, *cancel]))
 
     def release(self, *, detach: bool) -> None:
         """Close the channel; with ``detach`` the server is left running. Never raises."""
@@ -360,7 +391,8 @@ def keep_token(conn: Connection, server: RemoteServer, token: str, job_id: str) 
     """Leave the token in the run folder (0600) so a later connect can reuse the server,
     and a guard on the node that ends the server when the job ends."""
     conn.write_file(f"{server.run_dir}/token", token + "\n")
-    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", job_id, str(server.pgid), server.run_dir]
+    guard = ["setsid", "sh", "-c", GUARD_SCRIPT, "sh", str(server.pgid), server.run_dir,
+             *slurm.squeue_state_argv(job_id)]
     conn.run(["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null &', "sh", *guard], timeout=30)
 
 
@@ -384,8 +416,3 @@ def find_detached(conn: Runner, job_id: str, node: str) -> tuple[RemoteServer, s
         if value:
             return server, value
     return None
-
-
-def describe(argv: Sequence[str]) -> str:
-    """A readable form of a launch argv (for --debug logs; carries no secret)."""
-    return shlex.join(argv)

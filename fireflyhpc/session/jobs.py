@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable
 
 from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError, SchedulerError
@@ -169,8 +169,3 @@ def wait_until_running(scheduler: Scheduler, job_id: str, progress: Progress, *,
                 raise KeyboardInterrupt
             sleep(min(0.2, max(0.0, end - time.monotonic())))
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def poll_jobs(scheduler: Scheduler, job_ids: Sequence[str]) -> dict[str, JobInfo | None]:
-    """One batched squeue over ``job_ids`` (None for those gone)."""
-    return scheduler.poll(list(job_ids))

@@ -24,18 +24,18 @@ from dataclasses import replace
 from typing import Any
 
 from fireflyhpc.errors import ConfigError, ServerError
-from fireflyhpc.launch import RUN_ROOT, PayloadSpec, RemoteServer, parse_start_output, \
+from fireflyhpc.scheduler import slurm
+from fireflyhpc.session.launch import RUN_ROOT, PayloadSpec, RemoteServer, parse_start_output, \
     payload_argv
 
 log = logging.getLogger(__name__)
 
-# $1 run folder, $2 job, $3 node; the rest: the task's argv. Prints "pid PID" (srun's
-# pid on the login node), then holds until its stdin says "detach" or ends.
+# $1 run folder; the rest: the srun command with the task's argv. Prints "pid PID"
+# (srun's pid on the login node), then holds until its stdin says "detach" or ends.
 HOLD_SCRIPT = r"""
 cd || exit 4
-dir=$1; job=$2; node=$3; shift 3
-srun --jobid="$job" --overlap --nodes=1 --ntasks=1 --nodelist="$node" --input=none \
-    --output=/dev/null --error="$dir/server.log" --job-name=fireflyhpc-payload "$@" &
+dir=$1; shift
+"$@" &
 pid=$!
 echo "pid $pid"
 IFS= read -r word
@@ -88,8 +88,9 @@ class SrunPayload:
                 *payload_argv(spec, f"{run_dir}/ready.json"),
                 "--token-file", f"{run_dir}/token"]
         self._channel = open_session_channel(login.transport, "the login node")
-        self._channel.exec_command(build_command(["sh", "-c", HOLD_SCRIPT, "sh", run_dir, job_id,
-                                                  node, *task]))
+        srun = slurm.srun_step_argv(job_id, node, error_file=f"{run_dir}/server.log")
+        self._channel.exec_command(build_command(["sh", "-c", HOLD_SCRIPT, "sh", run_dir,
+                                                  *srun, *task]))
         try:
             pid = self._read_pid(timeout=30)
             ticks = str(max(1, int(timeout / 0.2)))

@@ -2,8 +2,9 @@
 
 :func:`wait_http_ok` confirms readiness the only way that counts: an HTTP request
 through the local end of the tunnel, carrying the token, answered 200.
-:func:`watch_session` then follows the job (batched squeue, backing off) and the
-payload's process group until the user stops, the job ends or the server dies.
+:func:`watch_loop` then runs a session's check (the job in a batched squeue, the
+payload's process group) with backoff until the user stops, the job ends or the
+server dies; :func:`job_ending` and :func:`server_ending` word those ends.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import http.client
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+import threading
+from typing import Callable
 from urllib.parse import urlsplit
 
-from fireflyhpc import jobwatch, launch
 from fireflyhpc.errors import FireflyHPCError, SchedulerError, ServerError, SSHError
-from fireflyhpc.scheduler import Backoff
-
-if TYPE_CHECKING:
-    from fireflyhpc.connecting import Ending, Session
+from fireflyhpc.scheduler import Backoff, JobInfo
+from fireflyhpc.session import jobs
+from fireflyhpc.session.request import Ending
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,23 @@ def wait_http_ok(base_url: str, token: str | None, *, timeout: float = READY_TIM
         time.sleep(0.2)
 
 
-def watch_session(session: "Session", *, warn: Callable[[str], None], backoff: Backoff,
-                  max_failures: int) -> "Ending":
-    """See :meth:`fireflyhpc.connecting.Session.watch`."""
-    from fireflyhpc.connecting import Ending
+def watch_loop(check: Callable[[], Ending | None], *, reconnect: Callable[[], None],
+               time_left: Callable[[], float | None], warn_at: int, job_id: str,
+               stop: threading.Event, warn: Callable[[str], None], backoff: Backoff,
+               max_failures: int) -> Ending:
+    """Call ``check`` with ``backoff`` until it returns an :class:`Ending` or ``stop`` is set.
 
+    An SSHError from ``check`` is retried after ``reconnect()``, up to ``max_failures``
+    rounds in a row (then the Ending says the connection was lost). Once the job has
+    ``warn_at`` seconds or less left, ``warn`` is told, once.
+    """
     warned = False
     failures = 0
-    stop = session.stop_requested
-    assert session.job_id is not None
     for delay in backoff.delays():
         if stop.is_set():
             return Ending("stopped", requested=True)
         try:
-            ending = _check_once(session)
+            ending = check()
             failures = 0
         except SSHError as exc:
             failures += 1
@@ -91,53 +94,32 @@ def watch_session(session: "Session", *, warn: Callable[[str], None], backoff: B
             if failures >= max_failures:
                 return Ending(f"lost the connection to the cluster: {exc}", requested=False,
                               error=exc)
-            _try_reconnect(session)
+            try:
+                reconnect()
+            except FireflyHPCError as again:
+                log.debug("reconnect failed: %s", again)
             ending = None
         if ending is not None:
             return ending
-        left = _time_left(session)
-        if not warned and left is not None and left <= _warn_at(session):
+        left = time_left()
+        if not warned and left is not None and left <= warn_at:
             warned = True
-            warn(f"job {session.job_id} reaches its time limit in {jobwatch.clock_text(left)}; "
+            warn(f"job {job_id} reaches its time limit in {jobs.clock_text(left)}; "
                  "the session ends then")
         if stop.wait(delay):
             return Ending("stopped", requested=True)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _check_once(session: "Session") -> "Ending | None":
-    from fireflyhpc.connecting import Ending
-
-    assert session.job_id is not None
-    job = session.scheduler().job(session.job_id)
+def job_ending(job_id: str, job: JobInfo | None, time_left: float | None) -> Ending | None:
+    """The Ending when ``job`` (squeue's view of ``job_id``) no longer runs, else None."""
     if job is None or not (job.state.running or job.state.waiting):
-        message = jobwatch.end_message(session.job_id, job, _time_left(session))
+        message = jobs.end_message(job_id, job, time_left)
         return Ending(message, requested=False, error=SchedulerError(message))
-    if job.time_left is not None:
-        session.time_limit_end = time.time() + job.time_left
-    server = session.server
-    srun = getattr(session, "_srun", None)
-    if srun is not None:
-        dead = not srun.alive()
-    else:
-        dead = server is not None and not launch.payload_alive(session.node_conn(), server)
-    if server is not None and dead:
-        message = f"the payload server on {server.node} stopped"
-        return Ending(message, requested=False, error=ServerError(message))
     return None
 
 
-def _time_left(session: "Session") -> float | None:
-    return None if session.time_limit_end is None else session.time_limit_end - time.time()
-
-
-def _warn_at(session: "Session") -> int:
-    return jobwatch.warn_before(session.time_limit)
-
-
-def _try_reconnect(session: "Session") -> None:
-    try:
-        session._login.reconnect()
-        session._node_conn = None
-    except FireflyHPCError as exc:
-        log.debug("reconnect failed: %s", exc)
+def server_ending(node: str) -> Ending:
+    """The Ending when the payload server on ``node`` has died."""
+    message = f"the payload server on {node} stopped"
+    return Ending(message, requested=False, error=ServerError(message))

@@ -62,6 +62,7 @@ class SessionRecord:
     detached: bool = False
     login: str | None = None
     remote_pgid: int | None = None
+    launch: str | None = None  # "ssh" or "srun": how the payload was started
 
     @classmethod
     def for_this_process(cls, **values: Any) -> "SessionRecord":
@@ -187,6 +188,16 @@ class SessionStore:
             return True
         except FileNotFoundError:
             return False
+
+    def take_detached(self, job_id: str) -> bool:
+        """Remove the detached records of ``job_id`` (a new session takes their server
+        over); True if one of them had submitted the job."""
+        submitted = False
+        for record in self.list():
+            if record.detached and record.job_id == job_id:
+                submitted = submitted or record.submitted_by_us
+                self.remove(record.id)
+        return submitted
 
     def prune(self, *, hostname: str | None = None) -> Records:
         """Remove the records whose connect process is gone; return them."""

@@ -1,0 +1,26 @@
+"""The connect session: a Slurm job, the payload on its node, the tunnel, and the way back.
+
+Layers, bottom up (each module imports only those before it):
+
+- :mod:`~fireflyhpc.session.request`: what was asked (:class:`ConnectRequest`) and how
+  a session ended (:class:`Ending`); plain values.
+- :mod:`~fireflyhpc.session.records`: per-user session records on disk (``status``).
+- :mod:`~fireflyhpc.session.jobs`: which job, waiting for it, how it ended (Slurm).
+- :mod:`~fireflyhpc.session.launch` and :mod:`~fireflyhpc.session.srun`: the payload
+  on the node, over SSH or as an srun job step; its lifeline.
+- :mod:`~fireflyhpc.session.steps`: the job script and the payload spec (pure).
+- :mod:`~fireflyhpc.session.watch`: readiness through the tunnel, and the watch loop.
+- :mod:`~fireflyhpc.session.core`: :class:`Session`, which owns every piece above.
+- :mod:`~fireflyhpc.session.api`: :func:`open_session` (CLI) and :func:`connect`
+  (Python/Jupyter; reached as ``fireflyhpc.connect``).
+- :mod:`~fireflyhpc.session.stopping`: ``fireflyhpc stop``.
+
+(Not called ``fireflyhpc/connect/``: that would shadow the ``fireflyhpc.connect()``
+function on the package.)
+"""
+
+from fireflyhpc.session.api import connect, open_session
+from fireflyhpc.session.core import Session
+from fireflyhpc.session.request import ConnectRequest, Ending
+
+__all__ = ["ConnectRequest", "Ending", "Session", "connect", "open_session"]

@@ -1,0 +1,393 @@
+"""A connect session: a Slurm job, the payload on its node, the tunnel, one URL; and the way back.
+
+A :class:`Session` (a context manager) opens in steps, each a method of its own
+(:meth:`Session.open` runs them): the job is submitted or found, the payload started
+on the node (or a detached server reused), the chained tunnel opened, and the URL
+answered 200 through it. :meth:`Session.watch` blocks until Ctrl-C/stop, the job
+ending or the server dying; :meth:`Session.close` undoes everything this session did
+(payload, tunnel, the job if it submitted it) and :meth:`Session.detach` leaves job
+and server running for a later ``connect --job``. Nothing outside this class touches
+its connections or remote pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+from urllib.parse import quote
+
+from fireflyhpc.config import ResolvedSettings
+from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
+from fireflyhpc.scheduler import Backoff, Scheduler
+from fireflyhpc.session import jobs, launch
+from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
+from fireflyhpc.session.request import ConnectRequest, Ending, Say
+from fireflyhpc.session.steps import payload_spec
+from fireflyhpc.session.watch import job_ending, server_ending, wait_http_ok, watch_loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """One live connect session; see the module doc. Attributes fill in as it opens."""
+
+    request: ConnectRequest
+    settings: ResolvedSettings
+    id: str = field(default_factory=new_id)
+    store: SessionStore = field(default_factory=SessionStore)
+    job_id: str | None = None
+    node: str | None = None
+    submitted: bool = False
+    url: str | None = None
+    local_port: int | None = None
+    remote_port: int | None = None
+    time_limit_end: float | None = None
+    time_limit: int | None = None
+    launched_with: str | None = None  # how the payload was started: "ssh" or "srun"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    _login: Any = None
+    _node_conn: Any = None
+    _server: launch.RemoteServer | None = None
+    _tunnel: Any = None
+    _lifeline: launch.Lifeline | None = None
+    _srun: Any = None
+    _closed: bool = False
+    _recorded: bool = False
+
+    # -- the pieces ---------------------------------------------------------------------
+    @property
+    def login(self) -> str:
+        """The login host this session goes through."""
+        return self.settings.require_login()
+
+    @property
+    def server(self) -> launch.RemoteServer | None:
+        """The payload server on the node, once started (or reused)."""
+        return self._server
+
+    def scheduler(self) -> Scheduler:
+        """Slurm on the login node, over this session's SSH connection."""
+        conn = self._login
+
+        def run(argv: Sequence[str], *, input: str | None = None) -> Any:  # noqa: A002
+            return conn.run(argv, input=input, check=False, timeout=120)
+
+        return Scheduler(run, where=self.login)
+
+    def node_conn(self) -> Any:
+        """An SSH connection to the node through the login node (reopened if it broke)."""
+        if self._node_conn is None or not self._node_conn.is_active():
+            if not self._login.is_active():
+                self._login.reconnect()
+            assert self.node is not None
+            self._node_conn = self._login.connect_to(self.node)
+        return self._node_conn
+
+    def _cancels_job(self) -> bool:
+        return self.submitted and not self.request.keep_job
+
+    # -- opening, step by step ------------------------------------------------------------
+    def open(self, script: str | None, progress: Say) -> None:
+        """Run every step up to a working URL; ``script`` is the sbatch script to submit
+        (None: attach to the requested job or node). Undoes everything on failure and
+        raises KeyboardInterrupt when a stop was requested meanwhile."""
+        from fireflyhpc.ssh import SSHConnection
+
+        steps: list[Callable[[], object]] = [
+            lambda: self._choose_job(script, progress),
+            lambda: self._start_payload(progress),
+            lambda: self._open_forward(progress),
+            self.record,
+        ]
+        try:
+            progress(f"connecting to {self.login}")
+            self._login = SSHConnection.open(
+                self.login, ssh_config=self.request.ssh_config,
+                accept_new_host_key=self.request.accept_new_host_key)
+            for step in steps:
+                self._check_stop()
+                step()
+            self._check_stop()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise KeyboardInterrupt
+
+    def _choose_job(self, script: str | None, progress: Say) -> None:
+        """Submit ``script`` and wait for it to run, or find the requested running job."""
+        scheduler = self.scheduler()
+        if script is None:
+            job = jobs.find_job(scheduler, job_id=self.request.job_id,
+                                node=self.request.node).job
+            self.job_id = job.job_id
+        else:
+            self.job_id = scheduler.submit(script)
+            self.submitted = True
+            self.record()
+            progress(f"submitted job {self.job_id}")
+            job = jobs.wait_until_running(scheduler, self.job_id, progress,
+                                          stop=self.stop_requested.is_set)
+        self.node = job.nodes[0]
+        if job.time_left is not None:
+            self.time_limit_end = time.time() + job.time_left
+        self.time_limit = job.time_limit
+        self.record()
+        progress(f"job {self.job_id} runs on {self.node}")
+
+    def _start_payload(self, progress: Say) -> None:
+        """Start the payload (or reuse a detached server of this job, attach only) the
+        way the profile says: ``ssh`` to the node, ``srun`` from the login node, or
+        ``auto``: ssh when the node accepts it, else srun (said, and recorded)."""
+        assert self.node
+        if self.settings.launch == "srun":
+            self._start_with_srun(progress)
+            return
+        try:
+            conn = self.node_conn()
+        except SSHError as refused:
+            if self.settings.launch != "auto":
+                raise
+            self._fall_back_to_srun(refused, progress)
+            return
+        self.launched_with = "ssh"
+        self._start_with_ssh(conn, progress)
+
+    def _fall_back_to_srun(self, refused: SSHError, progress: Say) -> None:
+        """launch = "auto" after SSH to the node failed: srun, or one error naming both."""
+        progress(f"ssh to {self.node} failed ({refused}); starting the payload with srun "
+                 "instead (launch = \"auto\")")
+        try:
+            if self.request.detach:
+                raise ConfigError("--detach needs SSH to the node")
+            self._start_with_srun(progress)
+        except FireflyHPCError as also:
+            raise type(also)(f"cannot start the payload on {self.node}: ssh to the node "
+                             f"failed ({refused}), and srun failed too ({also})",
+                             hint="see `fireflyhpc doctor`") from None
+
+    def _start_with_srun(self, progress: Say) -> None:
+        from fireflyhpc.session.srun import SrunPayload
+
+        assert self.job_id and self.node
+        spec = payload_spec(self.settings, self.request.data_dirs)
+        progress(f"starting the payload on {self.node} with srun")
+        self.launched_with = "srun"
+        self._srun = SrunPayload(self._login, spec, job_id=self.job_id, node=self.node,
+                                 token=self.token, name=launch.run_name(self.job_id, self.id))
+        self._server = self._srun.server
+
+    def _start_with_ssh(self, conn: Any, progress: Say) -> None:
+        assert self.job_id and self.node
+        spec = payload_spec(self.settings, self.request.data_dirs)
+        name = launch.run_name(self.job_id, self.id)
+        if not self.submitted and self._reuse_detached(conn, progress):
+            return
+        if not spec.enforces_token:
+            log.warning("a custom payload command cannot be made to check fireflyhpc's "
+                        "token: anyone on %s who finds its port can use it", self.node)
+        progress(f"starting the payload on {self.node}")
+        self._server = launch.start_payload(conn, spec, node=self.node, name=name,
+                                            token=self.token)
+        self._lifeline = launch.Lifeline(conn, self._server,
+                                         self.job_id if self._cancels_job() else None)
+
+    def _reuse_detached(self, conn: Any, progress: Say) -> bool:
+        assert self.job_id and self.node
+        found = launch.find_detached(conn, self.job_id, self.node)
+        if found is None:
+            return False
+        self._server, self.token = found
+        # The detached session's duties pass to this one: if fireflyhpc submitted the
+        # job, leaving cancels it, as leaving that session would have.
+        self.submitted = self.store.take_detached(self.job_id)
+        self._lifeline = launch.Lifeline(conn, self._server,
+                                         self.job_id if self._cancels_job() else None)
+        progress(f"reusing the detached server on {self.node} (port {self._server.port})")
+        return True
+
+    def _open_forward(self, progress: Say) -> None:
+        """Open the chained tunnel to the server and check the URL answers 200 through it."""
+        from fireflyhpc.tunnel import TunnelRequest, open_tunnel
+
+        assert self._server is not None and self.node
+        login = self._login
+        # A user who had to answer the login (a one-time code, a password, a passphrase)
+        # would be asked again by a second client: the tunnel then rides this connection.
+        reuse = login if login is not None and login.authenticator.asked_user else None
+        req = TunnelRequest(node=self.node, remote_port=self._server.port, login=self.login,
+                            local_port=self.settings.local_port or 0,
+                            hop="direct" if self.launched_with == "srun" else self.settings.hop,
+                            ssh_config=self.request.ssh_config,
+                            accept_new_host_key=self.request.accept_new_host_key, reuse=reuse)
+        if reuse is not None:
+            progress("your login needed answers, so the tunnel reuses that connection "
+                     "(pure Python: slower than OpenSSH for big transfers)")
+        progress(f"opening the tunnel to {self.node}:{self._server.port}")
+        self._tunnel = open_tunnel(req)
+        port = int(self._tunnel.url.rsplit(":", 1)[1].strip("/"))
+        self.local_port, self.remote_port = port, self._server.port
+        base = f"http://127.0.0.1:{port}/"
+        enforced = payload_spec(self.settings, self.request.data_dirs).enforces_token
+        wait_http_ok(base, self.token if enforced else None,
+                     stop=self.stop_requested.is_set, any_answer=not enforced)
+        self.url = f"{base}?token={quote(self.token, safe='')}" if enforced else base
+
+    # -- recording ------------------------------------------------------------------------
+    def record(self, *, detached: bool = False) -> SessionRecord:
+        """Write (or update) this session's entry in the session store."""
+        rec = SessionRecord.for_this_process(
+            id=self.id, cluster=self.settings.cluster, job_id=self.job_id, node=self.node,
+            local_port=self.local_port, remote_port=self.remote_port, url=self.url,
+            submitted_by_us=self._cancels_job(), time_limit_end=self.time_limit_end,
+            detached=detached, login=self.login, launch=self.launched_with,
+            remote_pgid=self._server.pgid if self._server else None)
+        self._recorded = True
+        return self.store.add(rec)
+
+    # -- watching -------------------------------------------------------------------------
+    def watch(self, *, warn: Say = log.warning, backoff: Backoff = jobs.WATCH_BACKOFF,
+              max_failures: int = 12) -> Ending:
+        """Block until a stop is requested, the job ends or the server dies; say which.
+
+        Polls squeue and the server's process group with backoff. Connection
+        failures are retried (reconnecting) up to ``max_failures`` rounds in a row.
+        """
+        assert self.job_id is not None
+        return watch_loop(self._check_once, reconnect=self._reconnect,
+                          time_left=self._time_left, warn_at=jobs.warn_before(self.time_limit),
+                          job_id=self.job_id, stop=self.stop_requested, warn=warn,
+                          backoff=backoff, max_failures=max_failures)
+
+    def _check_once(self) -> Ending | None:
+        assert self.job_id is not None
+        job = self.scheduler().job(self.job_id)
+        ending = job_ending(self.job_id, job, self._time_left())
+        if ending is not None:
+            return ending
+        if job is not None and job.time_left is not None:
+            self.time_limit_end = time.time() + job.time_left
+        if self._server is None:
+            return None
+        if self._srun is not None:
+            dead = not self._srun.alive()
+        else:
+            dead = not launch.payload_alive(self.node_conn(), self._server)
+        return server_ending(self._server.node) if dead else None
+
+    def _time_left(self) -> float | None:
+        return None if self.time_limit_end is None else self.time_limit_end - time.time()
+
+    def _reconnect(self) -> None:
+        self._login.reconnect()
+        self._node_conn = None
+
+    # -- ending ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Undo what this session did: tunnel, payload, the job if it submitted it
+        (not with keep_job), the session entry, the connections. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cleanup(stop_server=True, cancel=self._cancels_job())
+
+    def detach(self) -> SessionRecord:
+        """Leave job and server running (token kept in a 0600 file in the run folder);
+        close the tunnel and connections; record the session as detached."""
+        if self._server is None:
+            raise ServerError("nothing to detach: the payload is not running")
+        if self._srun is not None:
+            raise ConfigError("--detach is not supported with launch = \"srun\"")
+        assert self.job_id is not None
+        launch.keep_token(self.node_conn(), self._server, self.token, self.job_id)
+        if self._lifeline is not None:
+            self._lifeline.release(detach=True)
+            self._lifeline = None
+        self._closed = True
+        if self._tunnel is not None:
+            self._tunnel.close()
+        self.url = None
+        self.local_port = None
+        rec = self.record(detached=True)
+        self._close_connections()
+        return rec
+
+    def _cleanup(self, *, stop_server: bool, cancel: bool) -> None:
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if self._tunnel is not None:
+            steps.append(("close the tunnel", self._tunnel.close))
+        if stop_server and self._srun is not None:
+            steps.append(("stop the payload step", self._srun.stop))
+        elif stop_server and self._server is not None:
+            server = self._server
+            steps.append((f"stop the payload on {server.node}",
+                          lambda: launch.stop_payload(self.node_conn(), server)))
+        if self._lifeline is not None:
+            lifeline = self._lifeline
+            steps.append(("close the lifeline", lambda: lifeline.release(detach=False)))
+        if cancel and self.job_id:
+            job_id = self.job_id
+            steps.append((f"cancel job {job_id}", lambda: self._cancel(job_id)))
+        if self._recorded:
+            steps.append(("remove the session entry", lambda: self.store.remove(self.id)))
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # cleanup goes on; say what could not be undone
+                log.warning("could not %s: %s", what, exc)
+        self._close_connections()
+
+    def _cancel(self, job_id: str) -> None:
+        if not self._login.is_active():
+            self._login.reconnect()
+        self.scheduler().cancel([job_id])
+        log.info("job %s cancelled", job_id)
+
+    def _close_connections(self) -> None:
+        for conn in (self._node_conn, self._login):
+            if conn is not None:
+                conn.close()
+        self._node_conn = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- display in Jupyter ---------------------------------------------------------------
+    def iframe(self, width: int | str = "100%", height: int = 600) -> Any:
+        """The viewer for a Jupyter cell (an IPython IFrame, or an object with HTML)."""
+        if not self.url:
+            raise ServerError("the session is not open")
+        try:
+            from IPython.display import IFrame
+        except ImportError:
+            return _Html(f'<iframe src="{self.url}" width="{width}" height="{height}" '
+                         'frameborder="0"></iframe>')
+        return IFrame(self.url, width=width, height=height)
+
+    def _repr_html_(self) -> str:
+        return (f'<a href="{self.url}" target="_blank">{self.url}</a> '
+                f'(job {self.job_id} on {self.node})')
+
+
+class _Html:
+    """Minimal rich-display object for environments without IPython."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.html
