@@ -118,7 +118,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
         mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
-        accept_new_host_key=accept_new_host_key)
+        accept_new_host_key=accept_new_host_key, ssh=getattr(obj, "ssh", None))
     line = StatusLine()
     stop = threading.Event()
     with stop_on_signals(stop, line):
@@ -165,7 +165,8 @@ def stop_command(obj: object, session_id: str | None, stop_all: bool) -> None:
     if bool(session_id) == stop_all:
         raise click.UsageError("name one session ID, or pass --all")
     for message in stop_sessions(session_id, ssh_config=getattr(obj, "ssh_config", None),
-                                 config=getattr(obj, "config", None)):
+                                 config=getattr(obj, "config", None),
+                                 ssh=getattr(obj, "ssh", None)):
         click.echo(message)
 
 

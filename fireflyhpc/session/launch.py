@@ -41,17 +41,17 @@ _RUN_NAME = re.compile(r"[0-9]+(?:_[0-9]+)?-[0-9a-f]{8}")
 
 
 class Runner(Protocol):
-    """What the launcher needs from a connection (an :class:`~fireflyhpc.ssh.SSHConnection`)."""
+    """What the launcher needs from a connection (a :class:`fireflyhpc.ssh.Connection`)."""
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None) -> object: ...  # noqa: A002
 
 
 class Connection(Runner, Protocol):
-    """A runner that also holds channels open and writes files (an SSHConnection)."""
+    """A runner that also starts long-lived processes and writes files
+    (a :class:`fireflyhpc.ssh.Connection`)."""
 
-    @property
-    def transport(self) -> Any: ...
+    def start(self, argv: Sequence[str]) -> Any: ...
 
     def write_file(self, path: str, data: bytes | str) -> None: ...
 
@@ -353,31 +353,27 @@ def stop_payload(conn: Runner, server: RemoteServer, *, timeout: float = 30.0) -
 
 
 class Lifeline:
-    """An open SSH channel on the node whose end (without :meth:`release`) ends the server."""
+    """A remote process on the node whose end (without :meth:`release`) ends the server:
+    its stdin ends when we close it, when the connection drops, or when we die."""
 
     def __init__(self, conn: Connection, server: RemoteServer,
                  cancel_job: str | None = None) -> None:
-        from fireflyhpc.ssh.remote import build_command, open_session_channel
-
-        self._channel = open_session_channel(conn.transport, server.node)
         cancel = slurm.scancel_argv([cancel_job]) if cancel_job else []
-        self._channel.exec_command(build_command(
-            ["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid), server.run_dir, *cancel]))
+        self._process = conn.start(["sh", "-c", LIFELINE_SCRIPT, "sh", str(server.pgid),
+                                    server.run_dir, *cancel])
 
-    def release(self, *, detach: bool) -> None:
-        """Close the channel; with ``detach`` the server is left running. Never raises."""
-        from fireflyhpc.ssh.wire import send_eof
-
+    def release(self, *, detach: bool, timeout: float = 30.0) -> None:
+        """End the lifeline; with ``detach`` the server is left running. Never raises."""
         try:
             if detach:
-                self._channel.sendall(b"detach\n")
-            send_eof(self._channel)
+                self._process.write(b"detach\n")
+            self._process.close_stdin()
             if detach:  # wait for the script to read the word before the channel closes
-                self._channel.recv_exit_status()
+                self._process.wait(timeout)
         except Exception as exc:  # the connection may be gone already
             log.debug("lifeline: %s", exc)
         finally:
-            self._channel.close()
+            self._process.close()
 
 
 def payload_alive(conn: Runner, server: RemoteServer, *, timeout: float = 20.0) -> bool:

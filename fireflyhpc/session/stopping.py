@@ -15,7 +15,8 @@ from typing import Iterator
 
 import psutil
 
-from fireflyhpc.errors import FireflyHPCError, SSHError
+from fireflyhpc.config import load_settings, resolve
+from fireflyhpc.errors import ConfigError, FireflyHPCError, SSHError
 from fireflyhpc.session import launch
 from fireflyhpc.session.records import Liveness, SessionRecord, SessionStore, check_id, liveness
 
@@ -25,8 +26,12 @@ WAIT_FOR_CONNECT = 40.0  # seconds a signalled connect may take to clean up
 
 
 def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
-                  config: str | None = None, store: SessionStore | None = None) -> Iterator[str]:
+                  config: str | None = None, ssh: str | None = None,
+                  store: SessionStore | None = None) -> Iterator[str]:
     """Stop session ``session_id`` (all sessions if None); yield one line per session.
+
+    ``ssh`` is the --ssh flag (the SSH backend for detached sessions; None: the
+    environment, then the session's cluster profile).
 
     Raises FireflyHPCError for an unknown id, or when a session could not be ended.
     """
@@ -44,21 +49,31 @@ def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
     failures = []
     for record in records:
         try:
-            yield stop_one(record, store, ssh_config=ssh_config)
+            yield stop_one(record, store, ssh_config=ssh_config,
+                           backend=_backend(config, ssh, record.cluster))
         except FireflyHPCError as exc:
             failures.append(f"{record.id}: {exc}")
     if failures:
         raise FireflyHPCError("could not stop " + "; ".join(failures))
 
 
-def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None) -> str:
+def _backend(config: str | None, flag: str | None, cluster: str | None) -> str:
+    """The SSH backend for a session of ``cluster``: flag > env > its profile > auto."""
+    try:
+        return load_settings(config, {"ssh": flag}, cluster=cluster).ssh
+    except ConfigError:  # the profile is gone or broken: flag > env > auto
+        return resolve({"ssh": flag}, os.environ, None).ssh
+
+
+def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None,
+             backend: str = "auto") -> str:
     """End one session; return what was done. Raises FireflyHPCError on failure."""
     state = liveness(record)
     if state is Liveness.DEAD:
         store.remove(record.id)
         return f"{record.id}: its connect process was already gone; entry removed"
     if record.detached:
-        return _stop_detached(record, store, ssh_config)
+        return _stop_detached(record, store, ssh_config, backend)
     if state is Liveness.UNKNOWN:
         raise FireflyHPCError(f"session runs on {record.hostname}; stop it there")
     return _signal_connect(record, store)
@@ -106,15 +121,16 @@ def _still_running(record: SessionRecord) -> bool:
         return False
 
 
-def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:
+def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None,
+                   backend: str) -> str:
     from fireflyhpc.scheduler import Scheduler
-    from fireflyhpc.ssh import SSHConnection
+    from fireflyhpc.ssh import open_connection
 
     if not (record.login and record.node and record.job_id and record.remote_pgid):
         store.remove(record.id)
         return f"{record.id}: incomplete entry removed"
     done = []
-    with SSHConnection.open(record.login, ssh_config=ssh_config) as login:
+    with open_connection(record.login, ssh_config=ssh_config, backend=backend) as login:
         server = launch.RemoteServer(node=record.node, pgid=record.remote_pgid,
                                      port=record.remote_port or 0,
                                      run_name=launch.run_name(record.job_id, record.id))
