@@ -31,8 +31,11 @@ ALIVE_INTERVAL = 3  # seconds; ssh gives up on a silent path after about 3 inter
 ALIVE_COUNT = 2
 READY_TIMEOUT = 60.0
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
-# Control sockets are named CONTROL_PREFIX + a label inside a private (0700) directory.
+# Control sockets are named CONTROL_PREFIX + a number inside a private (0700) directory.
 CONTROL_PREFIX = "ctl-"
+# A Unix socket path has room for 104 (macOS) to 108 (Linux) bytes; ssh adds a
+# 17-byte suffix while it binds, and our names take about 30 more.
+_SOCKET_ROOM = 104 - 17 - 30
 # Lines of a master's stderr that are not messages for the user.
 _NOISE = ("debug", "Warning: Permanently added", "Transferred: ", "Authenticated to ")
 
@@ -130,6 +133,13 @@ rm -f -- "$dir/askpass" "$dir/askpass.sock"
 rmdir -- "$dir" 2>/dev/null
 exit "$status"
 """
+
+
+def private_dir_base(tmp: str) -> str:
+    """Where the private directory of control sockets goes (pure): the temporary
+    directory, unless its path is too long for a socket path (macOS's
+    /var/folders/...), then /tmp."""
+    return tmp if len(tmp) <= _SOCKET_ROOM else "/tmp"
 
 
 def has_terminal() -> bool:
@@ -270,4 +280,4 @@ class Master:
 
 
 __all__ = ["CIPHERS", "CONTROL_PREFIX", "Master", "OpenSSHOptions", "can_multiplex",
-           "check_control", "find_ssh", "has_terminal", "ssh_version"]
+           "check_control", "find_ssh", "has_terminal", "private_dir_base", "ssh_version"]

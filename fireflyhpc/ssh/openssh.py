@@ -37,6 +37,7 @@ from fireflyhpc.ssh.master import (
     check_control,
     find_ssh,
     has_terminal,
+    private_dir_base,
 )
 from fireflyhpc.ssh.openssh_config import (
     destination_args,
@@ -73,13 +74,14 @@ class _Shared:
     def directory(self) -> str:
         """The private (0700) directory, made on first use."""
         if self.workdir is None:
-            self.workdir = tempfile.mkdtemp(prefix="ffhpc-ssh-")
+            base = private_dir_base(tempfile.gettempdir())
+            self.workdir = tempfile.mkdtemp(prefix="ffhpc-ssh-", dir=base)
         return self.workdir
 
-    def control(self, label: str) -> str:
+    def control(self) -> str:
         """A fresh control socket path in the private directory."""
         self.count += 1
-        return os.path.join(self.directory(), f"{CONTROL_PREFIX}{self.count}-{label[:20]}")
+        return os.path.join(self.directory(), f"{CONTROL_PREFIX}{self.count}")
 
     def env(self) -> dict[str, str]:
         """ssh's environment: questions go to the relay unless ssh asks on the terminal."""
@@ -157,7 +159,7 @@ class OpenSSHConnection:
     # -- the master -------------------------------------------------------------------
     def _start(self, cancel: threading.Event | None = None) -> None:
         shared = self._shared
-        control = shared.control(self.spec.alias)
+        control = shared.control()
         env = shared.env()
         try:
             master = Master([*shared.options.master(control), *self._extra,

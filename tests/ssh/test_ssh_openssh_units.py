@@ -14,6 +14,7 @@ from fireflyhpc.errors import ConfigError
 from fireflyhpc.ssh.askpass import AskpassRelay, helper_script
 from fireflyhpc.ssh.auth import CallbackPrompter
 from fireflyhpc.ssh.factory import choose_backend
+from fireflyhpc.ssh.master import private_dir_base
 from fireflyhpc.ssh.openssh import _strict_policy, build_argv
 from fireflyhpc.ssh.openssh_config import (
     destination_args,
@@ -149,6 +150,13 @@ def test_pid_wrapper_and_kill_script_in_a_real_shell() -> None:
     assert proc.wait(timeout=10) != 0
     left = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True)
     assert left.stdout == "", "the background sleep of the group must be gone too"
+
+
+def test_private_dir_base_leaves_room_for_socket_names() -> None:
+    macos = "/var/folders/zz/zyxvpxvq6csfxvn_n0000000000000/T"  # fits
+    assert private_dir_base(macos) == macos
+    deep = "/tmp/pytest-of-someone/pytest-1234/test_a_long_test_name_for_sure0"
+    assert private_dir_base(deep) == "/tmp"
 
 
 def test_split_pid_keeps_other_stderr() -> None:
