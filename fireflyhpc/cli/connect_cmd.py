@@ -109,6 +109,10 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
     forwards a local port through the login node, prints the URL (one stdout line)
     and opens it. Runs until Ctrl-C, the job ending or the server dying; then stops
     the server, closes the tunnel and cancels the job if it submitted it.
+
+    SSH goes through your own ssh client and config (see the global --ssh): with your
+    ControlMaster to the login node live nothing is asked, otherwise ssh asks (a code,
+    a passphrase) once for the whole session.
     """
     from fireflyhpc.session import ConnectRequest, open_session
 

@@ -186,6 +186,7 @@ class OpenSSHConnection:
 
     @property
     def owns_master(self) -> bool:
+        """True if fireflyhpc started this connection's master (False: the user's own)."""
         return self._master is not None
 
     def mux(self) -> list[str]:
@@ -251,7 +252,7 @@ class OpenSSHConnection:
         return [*self.mux(), "-W", f"{host}:{port}", "--", "mux"]
 
     # -- chaining ---------------------------------------------------------------------
-    def connect_to(self, target: str,  # type: ignore[override]
+    def connect_to(self, target: str,
                    cancel: threading.Event | None = None) -> "OpenSSHConnection":
         """A master to ``target`` whose ProxyCommand is a ``-W`` forward through this one."""
         options = self._shared.options
