@@ -161,6 +161,8 @@ class OpenSSHConnection:
         shared = self._shared
         control = shared.control()
         env = shared.env()
+        if shared.relay is not None:
+            shared.relay.failure = None  # a reconnect reports its own reasons
         try:
             master = Master([*shared.options.master(control), *self._extra,
                              *destination_args(self.target)], control, self.spec.alias, env)
