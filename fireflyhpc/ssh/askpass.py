@@ -29,7 +29,7 @@ import threading
 from typing import Callable
 
 from fireflyhpc.errors import SSHError
-from fireflyhpc.ssh.auth import Prompter
+from fireflyhpc.ssh.prompts import Prompter
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,12 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from fireflyhpc.errors import ConfigError
+
+if TYPE_CHECKING:  # parsing needs paramiko; HostSpec and the helpers do not
+    import paramiko
 
 DEFAULT_USER_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -105,6 +107,8 @@ def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
 
     Raises ConfigError for an unreadable or unparsable file.
     """
+    import paramiko
+
     if path is None:
         return paramiko.SSHConfig()
     path = Path(path).expanduser()
@@ -120,6 +124,8 @@ def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
 def parse_config_text(text: str, *,
                       base_dir: str | os.PathLike[str] = "~/.ssh") -> paramiko.SSHConfig:
     """Parse ssh_config ``text`` (relative ``Include`` paths resolved against ``base_dir``)."""
+    import paramiko
+
     return paramiko.SSHConfig.from_file(io.StringIO(_inline_text(text, Path(base_dir), 0)))
 
 

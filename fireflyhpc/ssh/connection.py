@@ -22,8 +22,8 @@ from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
-from fireflyhpc.ssh.process import ParamikoProcess
-from fireflyhpc.ssh.remote import Result, build_command, run_command, write_file_argv
+from fireflyhpc.ssh.paramiko_exec import ParamikoProcess, run_command
+from fireflyhpc.ssh.remote import Result, build_command, write_file_argv
 from fireflyhpc.ssh.wire import (MAX_PACKET_SIZE, PARAMIKO_LOG, PREFERRED_CIPHERS, PREFERRED_MACS,
                                  WINDOW_SIZE, ChannelOpenError, Transport, close_quietly,
                                  connect_timeout, dial, open_direct, prefer)

@@ -13,7 +13,7 @@ import threading
 
 from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
-from fireflyhpc.ssh.auth import Prompter
+from fireflyhpc.ssh.prompts import Prompter
 from fireflyhpc.ssh.config import HostSpec
 from fireflyhpc.ssh.master import can_multiplex, find_ssh, has_terminal, ssh_version
 from fireflyhpc.ssh.protocol import Connection

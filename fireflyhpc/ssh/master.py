@@ -164,7 +164,8 @@ class Master:
         self.label = label
         self._stderr: list[str] = []
         self._seen = 0  # lines read so far (the list keeps the last few hundred)
-        self._taken = 0  # messages already handed out by take_messages()
+        self._messages: list[str] = []  # what the server said while logging in
+        self._logged_in = False
         self._lock = threading.Lock()
         log.debug("starting %s", shlex.join(argv))
         # With a terminal, ssh must share it to ask for a passphrase or a one-time
@@ -185,10 +186,10 @@ class Master:
             with self._lock:
                 self._stderr.append(line)
                 self._seen += 1
-                if len(self._stderr) > 800:
-                    drop = len(self._stderr) - 400
-                    del self._stderr[:drop]
-                    self._taken = max(0, self._taken - drop)
+                del self._stderr[:-400]
+                self._logged_in = self._logged_in or "Authenticated to " in line
+                if not self._logged_in and line and not line.startswith(_NOISE):
+                    self._messages.append(line)
             log.debug("ssh %s: %s", self.label, line)
 
     def stderr_lines(self) -> list[str]:
@@ -197,11 +198,12 @@ class Master:
             return list(self._stderr)
 
     def take_messages(self) -> str:
-        """Lines for the user (a server's login instructions, say) printed since the
-        last call, debug output left out."""
+        """What the server said while logging in (its instructions before a one-time
+        code, say) since the last call; debug output and anything after the login
+        (such as logged commands) left out."""
         with self._lock:
-            new, self._taken = self._stderr[self._taken:], len(self._stderr)
-        return "\n".join(line for line in new if line and not line.startswith(_NOISE))
+            new, self._messages = self._messages, []
+        return "\n".join(new)
 
     def used_interactive_auth(self) -> bool:
         """True if ssh went on to keyboard-interactive or password authentication

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.askpass import AskpassRelay
-from fireflyhpc.ssh.auth import Prompter, TerminalPrompter
+from fireflyhpc.ssh.prompts import Prompter, TerminalPrompter
 from fireflyhpc.ssh.config import HostSpec, config_path
 from fireflyhpc.ssh.master import (
     CONTROL_PREFIX,
@@ -70,6 +70,16 @@ class _Shared:
         self.relay: AskpassRelay | None = None
         self.masters: list[Master] = []  # every master started, for the relay's context
         self.count = 0
+        self._resolved: dict[tuple[str, ...], tuple[HostSpec, dict[str, list[str]]]] = {}
+
+    def resolve(self, target: str, extra: Sequence[str] = ()
+                ) -> tuple[HostSpec, dict[str, list[str]]]:
+        """:func:`resolve_spec` once per destination and options (the config does not
+        change while fireflyhpc runs)."""
+        key = (target, *extra)
+        if key not in self._resolved:
+            self._resolved[key] = resolve_spec(self.options, target, extra)
+        return self._resolved[key]
 
     def directory(self) -> str:
         """The private (0700) directory, made on first use."""
@@ -122,6 +132,7 @@ class OpenSSHConnection:
         self._control: str | None = None
         self._master: Master | None = None  # None: the user's own master (or none yet)
         self._children: list[OpenSSHConnection] = []
+        self._uses = 1  # a node connection is shared by those who asked for it (connect_to)
         self._lock = threading.Lock()
 
     @classmethod
@@ -204,8 +215,8 @@ class OpenSSHConnection:
     def is_active(self) -> bool:
         if self._control is None or (self.parent is not None and not self.parent.is_active()):
             return False
-        if self._master is not None and not self._master.alive():
-            return False
+        if self._master is not None:  # ours: keepalive ends it within seconds of a loss
+            return self._master.alive() and os.path.exists(self._control)
         return check_control(self.mux())
 
     def probe(self, timeout: float = 5.0) -> bool:
@@ -256,12 +267,21 @@ class OpenSSHConnection:
     # -- chaining ---------------------------------------------------------------------
     def connect_to(self, target: str,
                    cancel: threading.Event | None = None) -> "OpenSSHConnection":
-        """A master to ``target`` whose ProxyCommand is a ``-W`` forward through this one."""
-        options = self._shared.options
+        """A master to ``target`` whose ProxyCommand is a ``-W`` forward through this one.
+
+        While it is up, asking again for the same target returns the same connection
+        (one more use: each :meth:`close` gives one back, the last one ends it), so the
+        session's commands on a node and the tunnel into it share one login there.
+        """
+        with self._lock:
+            for child in self._children:
+                if child.target == target and child.is_active():
+                    child._uses += 1
+                    return child
         proxy = shlex.join([*self.mux(), "-W", "%h:%p", "--", "mux"])
-        _, node_found = resolve_spec(options, target)
+        _, node_found = self._shared.resolve(target)
         extra = ["-o", f"ProxyCommand={proxy}", *node_options(node_found, self._found)]
-        spec, found = resolve_spec(options, target, extra)
+        spec, found = self._shared.resolve(target, extra)
         child = OpenSSHConnection(spec, target, self._shared, found=found, extra=extra,
                                   parent=self)
         mark = self._master.lines_seen() if self._master else 0
@@ -289,18 +309,25 @@ class OpenSSHConnection:
             self._start(cancel)
 
     def close(self) -> None:
-        """Close chained connections and the master we started (never the user's own)."""
-        self._shut()
+        """Close chained connections and the master we started (never the user's own);
+        for a shared node connection, give back one use (the last one closes it)."""
         if self.parent is not None:
-            if self in self.parent._children:
-                self.parent._children.remove(self)
-        else:
+            with self.parent._lock:
+                self._uses -= 1
+                if self._uses > 0:
+                    return
+                if self in self.parent._children:
+                    self.parent._children.remove(self)
+        self._shut()
+        if self.parent is None:
             self._shared.close()
 
     def _shut(self) -> None:
-        for child in list(self._children):
-            child.close()
-        self._children.clear()
+        with self._lock:
+            children, self._children = self._children, []
+        for child in children:
+            child._uses = 0
+            child._shut()
         master, self._master = self._master, None
         if master is not None:
             master.close()

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from fireflyhpc.errors import RemoteCommandError, SSHError
 from fireflyhpc.ssh.process import LineBuffer
 from fireflyhpc.ssh.remote import RemoteTimeoutError, Result
-from fireflyhpc.ssh.wire import ChannelOpenError
+from fireflyhpc.ssh.sshmsg import ChannelOpenError
 
 log = logging.getLogger(__name__)
 

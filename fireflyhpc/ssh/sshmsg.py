@@ -14,6 +14,18 @@ from fireflyhpc.errors import SSHError
 ACCEPT_FLAG = "--accept-new-host-key"
 
 
+class ChannelOpenError(SSHError):
+    """The server refused to open a forwarded (direct-tcpip) channel.
+
+    ``code`` is the SSH reason code (2: the target refused or is unreachable).
+    """
+
+    def __init__(self, message: str, *, code: int, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
 class NodeSSHError(SSHError):
     """The login node was reached, but the SSH session into the compute node failed."""
 

@@ -198,6 +198,27 @@ def test_no_terminal_and_no_prompter_is_a_clear_error(make_config, sshd) -> None
     assert "no terminal to ask on" in proc.stdout
 
 
+def test_the_openssh_path_loads_no_paramiko(make_config, web) -> None:
+    """Connection, commands and a tunnel over OpenSSH never import the Python SSH stack
+    (its import alone costs a third of a second at every start)."""
+    config = make_config()
+    script = ("import sys, urllib.request\n"
+              "from fireflyhpc.ssh import open_connection\n"
+              "from fireflyhpc.tunnel import TunnelRequest, open_tunnel\n"
+              "with open_connection('target', ssh_config=sys.argv[1]) as conn:\n"
+              "    conn.run(['true'])\n"
+              "    tunnel = open_tunnel(TunnelRequest(node='127.0.0.1', login='target',\n"
+              "        remote_port=int(sys.argv[2]), hop='direct', reuse=conn))\n"
+              "    print(urllib.request.urlopen(tunnel.url, timeout=30).read().decode())\n"
+              "    tunnel.close()\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paramiko'))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(config), str(web)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          start_new_session=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["hello", "[]"]
+
+
 # -- commands, files, processes, forwards ----------------------------------------------------
 
 def test_commands_files_processes_and_forwards(make_config) -> None:

@@ -14,7 +14,7 @@ from fireflyhpc.errors import ConfigError
 from fireflyhpc.ssh.askpass import AskpassRelay, helper_script
 from fireflyhpc.ssh.auth import CallbackPrompter
 from fireflyhpc.ssh.factory import choose_backend
-from fireflyhpc.ssh.master import private_dir_base
+from fireflyhpc.ssh.master import Master, private_dir_base
 from fireflyhpc.ssh.openssh import _strict_policy, build_argv
 from fireflyhpc.ssh.openssh_config import (
     destination_args,
@@ -157,6 +157,20 @@ def test_private_dir_base_leaves_room_for_socket_names() -> None:
     assert private_dir_base(macos) == macos
     deep = "/tmp/pytest-of-someone/pytest-1234/test_a_long_test_name_for_sure0"
     assert private_dir_base(deep) == "/tmp"
+
+
+def test_master_hands_over_only_what_the_server_said_before_the_login(tmp_path) -> None:
+    """The text before a question goes to the prompter as instructions: never debug
+    lines, nor anything after the login (commands ssh logs then)."""
+    script = ("printf '%s\\n' 'Duo two-factor login' 'debug1: Next authentication method: x' "
+              "'Enter a passcode' >&2; sleep 0.2; printf '%s\\n' 'Authenticated to h ([h]:22).' "
+              "'  sh -c script line' >&2")
+    master = Master(["sh", "-c", script], str(tmp_path / "ctl-1"), "h")
+    assert master.proc.wait(timeout=10) == 0
+    master.close()
+    assert master.take_messages() == "Duo two-factor login\nEnter a passcode"
+    assert master.take_messages() == ""
+    assert not master.used_interactive_auth()
 
 
 def test_split_pid_keeps_other_stderr() -> None:
