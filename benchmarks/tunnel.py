@@ -17,12 +17,22 @@ each row, it starts the forwarder, measures through its local port:
 
 and prints a table with ratios to OpenSSH ProxyJump (only ratios within one run
 mean anything: every end shares the same two cores).
+
+The rows named "2FA ..." go through a two-factor login node: a second sshd on
+login1 asking a one-time code after the key (``tests/cluster/minicluster_otp.py``,
+started for the run and stopped after it). Those forwarders run on a terminal of
+their own (a pty) where the benchmark types the code when asked, as a user would;
+the 2FA ratios are to the 2FA ProxyJump row.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import pty
+import re
+import select
 import shlex
 import shutil
 import socket
@@ -30,6 +40,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +66,14 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
+OTP_ROWS = ("2FA fireflyhpc default", "2FA fireflyhpc ssh/paramiko", "2FA OpenSSH ProxyJump")
+
+
 @dataclass
 class Row:
     name: str
     argv: list[str]
+    code: str | None = None  # typed on the row's terminal whenever it asks (2FA rows)
     result: dict[str, float] = field(default_factory=dict)  # the round being measured
     runs: list[dict[str, float]] = field(default_factory=list)  # every finished round
 
@@ -71,23 +87,26 @@ class Row:
         return out
 
 
-def rows(env: dict[str, str], port: int) -> list[Row]:
-    """Every forwarder to compare, each listening on 127.0.0.1:``port``."""
+def rows(env: dict[str, str], port: int, otp: object | None = None) -> list[Row]:
+    """Every forwarder to compare, each listening on 127.0.0.1:``port`` (the 2FA rows
+    only with ``otp``, the two-factor login of tests/cluster/minicluster_otp.py)."""
     cfg = env["MINICLUSTER_SSH_CONFIG"]
     addr = env["NODE1_ADDR"]
-    def ff(remote_port: int, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "fireflyhpc", "--ssh-config", cfg, "tunnel", "node1",
-                str(remote_port), "--login", env["LOGIN_HOST"], "--port", str(port), *extra]
+
+    def ff(remote_port: int, *extra: str, backend: str | None = None, config: str = cfg,
+           login: str = env["LOGIN_HOST"]) -> list[str]:
+        chosen = ["--ssh", backend] if backend else []
+        return [sys.executable, "-m", "fireflyhpc", "--ssh-config", config, *chosen, "tunnel",
+                "node1", str(remote_port), "--login", login, "--port", str(port), *extra]
 
     ssh = ["ssh", "-F", cfg, "-N", "-o", "ExitOnForwardFailure=yes"]
-    return [
+    found = [
         Row("fireflyhpc default (auto)", ff(PORT_LOOP)),
-        Row("fireflyhpc ssh/openssh", ff(PORT_LOOP, "--hop", "ssh", "--backend", "openssh")),
-        Row("fireflyhpc direct/openssh", ff(PORT_ADDR, "--hop", "direct", "--backend",
-                                            "openssh")),
-        Row("fireflyhpc ssh/paramiko", ff(PORT_LOOP, "--hop", "ssh", "--backend", "paramiko")),
-        Row("fireflyhpc direct/paramiko", ff(PORT_ADDR, "--hop", "direct", "--backend",
-                                             "paramiko")),
+        Row("fireflyhpc ssh/openssh", ff(PORT_LOOP, "--hop", "ssh", backend="openssh")),
+        Row("fireflyhpc direct/openssh", ff(PORT_ADDR, "--hop", "direct", backend="openssh")),
+        Row("fireflyhpc ssh/paramiko", ff(PORT_LOOP, "--hop", "ssh", backend="paramiko")),
+        Row("fireflyhpc direct/paramiko", ff(PORT_ADDR, "--hop", "direct",
+                                             backend="paramiko")),
         Row("OpenSSH ProxyJump", [*ssh, "-J", env["LOGIN_HOST"], "-L",
                                   f"{port}:localhost:{PORT_LOOP}", "node1"]),
         Row("manual chain", ["ssh", "-F", cfg, "-o", "ExitOnForwardFailure=yes", "-L",
@@ -98,6 +117,56 @@ def rows(env: dict[str, str], port: int) -> list[Row]:
         Row("sshtunnel (nested)", [sys.executable, str(Path(__file__).resolve()),
                                    "--sshtunnel-row", str(port)]),
     ]
+    if otp is not None:
+        cfg2, code, login2 = str(otp.ssh_config), otp.code, otp.alias  # type: ignore[attr-defined]
+        default, paramiko, jump = OTP_ROWS
+        found += [
+            Row(default, ff(PORT_LOOP, config=cfg2, login=login2), code),
+            Row(paramiko, ff(PORT_LOOP, "--hop", "ssh", config=cfg2, login=login2,
+                             backend="paramiko"), code),
+            Row(jump, ["ssh", "-F", cfg2, "-N", "-o", "ExitOnForwardFailure=yes", "-J", login2,
+                       "-L", f"{port}:localhost:{PORT_LOOP}", "node1"], code),
+        ]
+    return found
+
+
+def start_on_terminal(argv: list[str], code: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
+    """Start ``argv`` with a new pty as its controlling terminal; a thread types ``code``
+    whenever it shows a password or code prompt. Returns the process and its output."""
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # runs in the child, after setsid
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=take_terminal)
+    os.close(slave)
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        done = 0
+        while True:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen.append(chunk)
+            text = b"".join(seen)
+            asked = len(re.findall(rb"Password: |[Cc]ode: ", text))
+            while done < asked:
+                os.write(master, code.encode() + b"\n")
+                done += 1
+        os.close(master)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return proc, seen
 
 
 def start_payloads(env: dict[str, str], workdir: Path) -> list[subprocess.Popen[bytes]]:
@@ -142,11 +211,16 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 def measure(row: Row, port: int, args: argparse.Namespace) -> None:
     """Start the row's forwarder, measure through it, stop it (OSError: the bench broke)."""
     row.result = {}
-    proc = subprocess.Popen(row.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    seen: list[bytes] = []
+    if row.code is not None:
+        proc, seen = start_on_terminal(row.argv, row.code)
+    else:
+        proc = subprocess.Popen(row.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
     try:
         if not wait_port(port, proc):
-            err = proc.stderr.read1(4000) if proc.poll() is not None and proc.stderr else b""
+            err = proc.stderr.read1(4000) if proc.poll() is not None and proc.stderr else \
+                b"".join(seen)[-2000:]
             print(f"  {row.name}: did not come up {err.decode(errors='replace').strip()}")
             return
         row.result["bulk"] = payload.bulk(port, args.size * MiB)
@@ -219,8 +293,17 @@ def main() -> None:
         return sshtunnel_row(args.sshtunnel_row)
     row_conns = args.conns
     env = read_env(ENV_FILE)
-    selected = [r for r in rows(env, args.port)
-                if not args.rows or any(s in r.name for s in args.rows.split(","))]
+
+    def wanted(name: str) -> bool:
+        return not args.rows or any(s in name for s in args.rows.split(","))
+
+    otp = None
+    if any(wanted(name) for name in OTP_ROWS):
+        sys.path.insert(0, str(HERE.parent / "tests" / "cluster"))
+        from minicluster_otp import start_otp_login
+
+        otp = start_otp_login(ENV_FILE.parent)
+    selected = [r for r in rows(env, args.port, otp) if wanted(r.name)]
     workdir = Path(tempfile.mkdtemp(prefix="ffhpc-bench-"))
     workdir.chmod(0o755)
     payloads = start_payloads(env, workdir)
@@ -235,11 +318,20 @@ def main() -> None:
     finally:
         stop_all(payloads)
         shutil.rmtree(workdir, ignore_errors=True)
+        if otp is not None:
+            otp.stop()
     base = next((r.summary() for r in selected if r.name == "OpenSSH ProxyJump"), None)
+    base2 = next((r.summary() for r in selected if r.name == OTP_ROWS[2]), None)
     print(f"\n{'row':28} {'MiB/s':>8} {'med ms':>8} {'p99 ms':>8} {'par':>7} {'MiB/s':>8}"
-          "   ratios to ProxyJump: bulk, median rtt, parallel")
+          "   ratios to ProxyJump (2FA rows: to 2FA ProxyJump): bulk, median rtt, parallel")
     for row in selected:
-        print(f"{row.name:28} {fmt(row.summary(), base)}")
+        print(f"{row.name:28} {fmt(row.summary(), base2 if row.code else base)}")
+    default = next((r.summary() for r in selected if r.name == "fireflyhpc default (auto)"),
+                   None)
+    for row in selected:
+        if row.code and default and row.summary():
+            ratio = row.summary()["bulk"] / default["bulk"]
+            print(f"{row.name}: bulk x{ratio:.2f} of the key-login default")
 
 
 def measure_row(row: Row, args: argparse.Namespace, env: dict[str, str], workdir: Path,

@@ -31,12 +31,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILE_NAME = "config.toml"
 
+# The SSH backends (fireflyhpc.ssh.choose_backend), from the value rules: the payload
+# side can validate a profile without loading the SSH stack.
+SSH_BACKENDS = v.SSH_BACKENDS
+
 # Every key a [clusters.NAME] table may hold, with the validator of its value
 # (from the one table, fireflyhpc.validate.SETTINGS).
 PROFILE_KEYS: dict[str, v.Validator] = v.validators(
     "login", "scheduler", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
     "gpus", "setup", "python", "hop", "linger", "port_range", "template", "payload", "launch",
-    "job_name")
+    "job_name", "ssh")
 
 # Settings that only exist on the command line (never in a profile).
 FLAG_ONLY_KEYS: dict[str, v.Validator] = v.validators("local_port")
@@ -62,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "payload": "auto",
     "launch": "auto",
     "job_name": "fireflyhpc",
+    "ssh": "auto",
     "local_port": None,
 }
 
@@ -72,6 +77,7 @@ ENV_VARS: dict[str, str] = {
     "FIREFLYHPC_TIME": "time",
     "FIREFLYHPC_TEMPLATE": "template",
     "FIREFLYHPC_PAYLOAD": "payload",
+    "FIREFLYHPC_SSH": "ssh",
 }
 # Chooses the cluster profile when --cluster is not given (before default_cluster).
 ENV_CLUSTER = "FIREFLYHPC_CLUSTER"
@@ -134,6 +140,7 @@ class ResolvedSettings:
     payload: str
     launch: str
     job_name: str
+    ssh: str
     local_port: int | None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

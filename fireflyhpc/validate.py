@@ -418,6 +418,10 @@ def login_host(value: Any) -> str:
     return str(value)
 
 
+# The SSH backends: "auto" (OpenSSH where it can multiplex, else paramiko), or either.
+SSH_BACKENDS = ("auto", "openssh", "paramiko")
+
+
 # -- the one table of settings -----------------------------------------------------------
 
 # Every named setting (a cluster profile's keys, the flag-only settings and the job
@@ -442,6 +446,7 @@ SETTINGS: dict[str, Validator] = {
     "template": template_name,
     "payload": payload,
     "launch": choice("auto", "ssh", "srun"),
+    "ssh": choice(*SSH_BACKENDS),
     "job_name": slurm_name,
     "local_port": local_port,
     "output": output_path,

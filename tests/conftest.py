@@ -448,6 +448,22 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def otp_login(cluster: Cluster) -> Iterator[object]:
+    """A two-factor login node next to the bench: login1 asking a one-time code after the
+    key (``tests/cluster/minicluster_otp.py``), as ``login1-otp`` in its ``ssh_config``."""
+    import sys
+
+    sys.path.insert(0, str(MINICLUSTER.parent))
+    from minicluster_otp import start_otp_login
+
+    otp = start_otp_login(cluster.dir)
+    try:
+        yield otp
+    finally:
+        otp.stop()
+
+
+@pytest.fixture(scope="session")
 def cluster_payload_python(cluster: Cluster) -> str:
     """The bench user's payload interpreter on the cluster: a venv in their home.
 

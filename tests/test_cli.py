@@ -27,8 +27,27 @@ def test_version_matches_package() -> None:
 def test_help_lists_global_options() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for option in ("--debug", "--ssh-config", "--config", "--version"):
+    for option in ("--debug", "--ssh-config", "--ssh", "--config", "--version"):
         assert option in proc.stdout
+
+
+def test_cli_loads_without_the_ssh_stack() -> None:
+    """A compute node has only the payload's dependencies: the command line (serve,
+    --version) must load without paramiko, and must not load the SSH stack at all."""
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'paramiko':\n"
+            "            raise ImportError('no paramiko here')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from fireflyhpc.cli import main\n"
+            "status = main(['--version'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fireflyhpc.ssh')))\n"
+            "sys.exit(status)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
 
 
 def test_unknown_command_is_usage_error() -> None:

@@ -18,6 +18,7 @@ from typing import Sequence
 import click
 
 from fireflyhpc import __version__
+from fireflyhpc.config import SSH_BACKENDS
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
 
 # Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
@@ -33,6 +34,7 @@ class AppContext:
     debug: bool = False
     ssh_config: str | None = None
     config: str | None = None
+    ssh: str | None = None  # --ssh (None: FIREFLYHPC_SSH, the profile's ssh, auto)
 
 
 _debug_requested = False
@@ -59,12 +61,17 @@ def _configure_logging(debug: bool, verbose: int) -> None:
 @click.option("--ssh-config", "ssh_config", type=click.Path(dir_okay=False),
               envvar="FIREFLYHPC_SSH_CONFIG", show_envvar=True,
               help="OpenSSH client config to read instead of ~/.ssh/config.")
+@click.option("--ssh", "ssh", type=click.Choice(SSH_BACKENDS), default=None,
+              help="SSH backend: openssh (your own ssh client and its config, ControlMaster, "
+                   "Kerberos, security keys, certificates), paramiko (pure Python fallback), "
+                   "auto (openssh where it can multiplex, i.e. not on Windows). Also "
+                   "FIREFLYHPC_SSH or the profile's ssh key [default: auto].")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               envvar="FIREFLYHPC_CONFIG", show_envvar=True,
               help="fireflyhpc config file (TOML) to read instead of the default one.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: int, ssh_config: str | None,
-        config: str | None) -> None:
+        ssh: str | None, config: str | None) -> None:
     """Put a web visualization running on an HPC compute node into your browser.
 
     fireflyhpc submits (or attaches to) a Slurm job, starts a Firefly server on the
@@ -75,7 +82,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int, ssh_config: str | None,
     global _debug_requested
     _debug_requested = debug
     _configure_logging(debug, verbose)
-    ctx.obj = AppContext(debug=debug, ssh_config=ssh_config, config=config)
+    ctx.obj = AppContext(debug=debug, ssh_config=ssh_config, config=config, ssh=ssh)
 
 
 for _name in COMMAND_MODULES:

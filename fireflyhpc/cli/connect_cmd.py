@@ -92,6 +92,10 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
     forwards a local port through the login node, prints the URL (one stdout line)
     and opens it. Runs until Ctrl-C, the job ending or the server dying; then stops
     the server, closes the tunnel and cancels the job if it submitted it.
+
+    SSH goes through your own ssh client and config (see the global --ssh): with your
+    ControlMaster to the login node live nothing is asked, otherwise ssh asks (a code,
+    a passphrase) once for the whole session.
     """
     from fireflyhpc.session import ConnectRequest, open_session
 
@@ -103,7 +107,7 @@ def connect_command(obj: object, node: str | None, cluster: str | None, job_id: 
         template=template, partition=partition, time=time_limit, account=account, cpus=cpus,
         mem=mem, data_dirs=tuple(data_dirs), payload=payload, keep_job=keep_job, detach=detach,
         config=getattr(obj, "config", None), ssh_config=getattr(obj, "ssh_config", None),
-        accept_new_host_key=accept_new_host_key)
+        accept_new_host_key=accept_new_host_key, ssh=getattr(obj, "ssh", None))
     line = StatusLine()
     with StopSignals() as signals:
         stop = signals.event
@@ -152,7 +156,8 @@ def stop_command(obj: object, session_id: str | None, stop_all: bool) -> None:
     if bool(session_id) == stop_all:
         raise click.UsageError("name one session ID, or pass --all")
     for message in stop_sessions(session_id, ssh_config=getattr(obj, "ssh_config", None),
-                                 config=getattr(obj, "config", None)):
+                                 config=getattr(obj, "config", None),
+                                 ssh=getattr(obj, "ssh", None)):
         click.echo(message)
 
 

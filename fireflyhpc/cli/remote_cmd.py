@@ -17,21 +17,22 @@ import click
 from fireflyhpc import config as cfg
 
 if TYPE_CHECKING:
-    from fireflyhpc.ssh import SSHConnection
+    from fireflyhpc.ssh import Connection
 
 _ACCEPT_HELP = "Trust and record the login node's host key if it is not known yet."
 
 
 def _settings(ctx: click.Context, cluster: str | None, login: str | None) -> cfg.ResolvedSettings:
-    return cfg.load_settings(ctx.obj.config if ctx.obj else None, {"login": login},
+    return cfg.load_settings(ctx.obj.config if ctx.obj else None,
+                             {"login": login, "ssh": ctx.obj.ssh if ctx.obj else None},
                              cluster=cluster)
 
 
-def _connect(ctx: click.Context, login: str, accept_new: bool) -> "SSHConnection":
-    from fireflyhpc.ssh import SSHConnection
+def _connect(ctx: click.Context, login: str, accept_new: bool, backend: str) -> "Connection":
+    from fireflyhpc.ssh import open_connection
 
-    return SSHConnection.open(login, ssh_config=ctx.obj.ssh_config if ctx.obj else None,
-                              accept_new_host_key=accept_new)
+    return open_connection(login, ssh_config=ctx.obj.ssh_config if ctx.obj else None,
+                           accept_new_host_key=accept_new, backend=backend)
 
 
 def _progress(message: str) -> None:
@@ -69,7 +70,7 @@ def remote_install_command(ctx: click.Context, cluster: str | None, login: str |
 
     The payload server (`python -m fireflyhpc serve`) then runs on compute nodes
     from that venv. Clusters without a package index get wheels built and
-    downloaded on this machine, uploaded by SFTP. Running it again with the same
+    downloaded on this machine, uploaded over SSH. Running it again with the same
     version changes nothing. Prints the python path to set as `python` in the
     cluster profile.
     """
@@ -83,7 +84,7 @@ def remote_install_command(ctx: click.Context, cluster: str | None, login: str |
     host = settings.require_login()
     request = InstallRequest(python=python, prefix=prefix, index=index, deps=deps, force=force,
                              setup=settings.setup, firefly=firefly)
-    with _connect(ctx, host, accept_new_host_key) as conn:
+    with _connect(ctx, host, accept_new_host_key, settings.ssh) as conn:
         result = remote_install(conn, request, say=_progress)
     if print_python:
         click.echo(result.python_path)

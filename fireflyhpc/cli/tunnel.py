@@ -9,7 +9,7 @@ import click
 from fireflyhpc import validate as v
 from fireflyhpc.config import load_settings
 from fireflyhpc.signals import StopSignals
-from fireflyhpc.tunnel.build import BACKENDS, HOPS, TunnelRequest, open_tunnel
+from fireflyhpc.tunnel.build import HOPS, TunnelRequest, open_tunnel
 
 
 @click.command("tunnel")
@@ -27,28 +27,28 @@ from fireflyhpc.tunnel.build import BACKENDS, HOPS, TunnelRequest, open_tunnel
               help="ssh: a second SSH session into the node, target its loopback; "
                    "direct: the login node connects to NODE:REMOTE_PORT; auto: ssh if the node "
                    "accepts SSH, else direct [default: the profile's hop, else auto].")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="openssh: drive the system ssh client (fastest); paramiko: pure Python; "
-                   "auto: openssh where installed.")
 @click.option("--accept-new-host-key", is_flag=True,
               help="Accept and record unknown host keys (never changed ones).")
 @click.pass_obj
 def tunnel_command(obj: object, node: str, remote_port: str, login: str | None,
-                   cluster: str | None, local_port: str, hop: str | None, backend: str,
+                   cluster: str | None, local_port: str, hop: str | None,
                    accept_new_host_key: bool) -> None:
     """Forward REMOTE_PORT on compute node NODE to http://127.0.0.1:PORT until Ctrl-C.
 
     Prints one line with the local URL once it accepts connections. The tunnel
     reconnects by itself if the network drops; the local port stays yours. The
-    login node comes from --login, else from the cluster profile.
+    login node comes from --login, else from the cluster profile. With OpenSSH
+    (the global --ssh option), your own ssh master for the login node is used
+    when one runs: nothing is asked then.
     """
     remote = v.parse_port(remote_port, what="remote port")
     local = v.parse_port(local_port, what="local port", allow_zero=True)
-    settings = load_settings(getattr(obj, "config", None), {"login": login, "hop": hop},
+    settings = load_settings(getattr(obj, "config", None),
+                             {"login": login, "hop": hop, "ssh": getattr(obj, "ssh", None)},
                              cluster=cluster)
     login = settings.require_login()
     request = TunnelRequest(
-        node=node, login=login, hop=settings.hop, backend=backend,
+        node=node, login=login, hop=settings.hop, backend=settings.ssh,
         remote_port=remote, local_port=local,
         ssh_config=getattr(obj, "ssh_config", None), accept_new_host_key=accept_new_host_key)
     # paramiko reports dropped connections at ERROR level; the tunnel logs what

@@ -103,14 +103,16 @@ def check_reachable(spec: Any, timeout: float) -> Check:
     return Check(name, PASS, f"{first.hostname} port {first.port}{via}")
 
 
-def check_host_keys(spec: Any, accept_new: bool) -> Check:
-    """Every host of the chain has a key in known_hosts (before connecting)."""
+def check_host_keys(spec: Any, accept_new: bool, *, certificates: bool = True) -> Check:
+    """Every host of the chain has a key in known_hosts (before connecting); with
+    ``certificates`` (OpenSSH), an ``@cert-authority`` line for it counts too."""
     from fireflyhpc.ssh.hostkeys import ACCEPT_FLAG, known_keys
 
     missing = []
     for host in (*spec.proxy_jump, spec):
         files = host.known_hosts_files + host.global_known_hosts_files
-        if not [k for k in known_keys(files, host.known_hosts_name) if not k.revoked]:
+        if not [k for k in known_keys(files, host.known_hosts_name)
+                if not k.revoked and (certificates or not k.cert_authority)]:
             missing.append(host)
     if not missing:
         return Check("host key known", PASS, ", ".join(h.known_hosts_name
@@ -129,18 +131,19 @@ def check_host_keys(spec: Any, accept_new: bool) -> Check:
 
 def open_login(req: DoctorRequest) -> tuple[Check, Any]:
     """Connect and authenticate; return the check and the connection (None on failure)."""
-    from fireflyhpc.ssh import SSHConnection
+    from fireflyhpc.ssh import open_connection
 
     try:
-        conn = SSHConnection.open(req.login, ssh_config=req.ssh_config,
-                                  accept_new_host_key=req.accept_new_host_key)
+        conn = open_connection(req.login, ssh_config=req.ssh_config,
+                               accept_new_host_key=req.accept_new_host_key,
+                               backend=req.settings.ssh)
     except FireflyHPCError as exc:
         text = _error_text(exc)
         hint = ("fix the host key first (see above)" if "host key" in text.lower() else
                 f"check that `ssh {req.login}` works: User and IdentityFile in ssh_config, "
                 "your key loaded in ssh-agent")
         return Check("login authenticated", FAIL, text, hint=hint), None
-    return Check("login authenticated", PASS, conn.spec.label), conn
+    return Check("login authenticated", PASS, f"{conn.spec.label} ({conn.backend})"), conn
 
 
 # -- Slurm ------------------------------------------------------------------------------
@@ -285,6 +288,15 @@ def check_forwarding(conn: Any, node: str) -> Iterator[Check]:
     try:
         channel = conn.open_channel_to(node, 22, timeout=15)
     except ChannelOpenError as exc:
+        if exc.code == 0:  # no reason given (the user's own ssh master keeps its log)
+            by_shell = _tcp_by_shell(conn, node)
+            yield by_shell
+            if by_shell.status == PASS:
+                yield Check(fwd, FAIL, f"{conn.spec.alias} refuses a forwarded channel to "
+                            f"{node}:22 it can reach itself: {exc.reason}",
+                            hint="the login node's sshd may forbid TCP forwarding; ask the "
+                                 "admins for AllowTcpForwarding")
+            return
         if exc.code == 1:
             yield _tcp_by_shell(conn, node)
             yield Check(fwd, FAIL, f"{conn.spec.alias} refuses forwarded channels: {exc.reason}",
@@ -356,11 +368,13 @@ def check_home_space(conn: Any) -> Check:
 
 def run_checks(req: DoctorRequest) -> Iterator[Check]:
     """Yield every check in order. Raises ConfigError only for a broken ssh_config."""
-    from fireflyhpc.ssh.config import config_path, read_config, resolve_host
+    from fireflyhpc.ssh import choose_backend
+    from fireflyhpc.ssh.factory import describe_host
 
-    spec = resolve_host(read_config(config_path(req.ssh_config)), req.login)
+    spec = describe_host(req.login, ssh_config=req.ssh_config, backend=req.settings.ssh)
     yield check_reachable(spec, req.connect_timeout)
-    yield check_host_keys(spec, req.accept_new_host_key)
+    yield check_host_keys(spec, req.accept_new_host_key,
+                          certificates=choose_backend(req.settings.ssh) == "openssh")
     first, conn = open_login(req)
     yield first
     if conn is None:

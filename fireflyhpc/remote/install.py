@@ -3,7 +3,7 @@
 The venv is made with the cluster's own ``python3`` (``--without-pip``, so no
 ensurepip is needed) and bootstrapped with a pip wheel sent from here. Packages
 come from the cluster's package index, or, where it has none, as wheels built or
-downloaded on this machine and uploaded by SFTP. Only what the payload server
+downloaded on this machine and uploaded over SSH. Only what the payload server
 needs is installed (fireflyhpc itself with ``--no-deps``, plus its web stack),
 unless ``deps="all"``.
 
@@ -212,25 +212,17 @@ def _create_venv(conn: tgt.Runs, req: InstallRequest, prefix: str) -> None:
                                       "python3-venv package, or pick another --python")
 
 
-def _upload(conn: Any, files: Sequence[Path], remote_dir: str, say: Say) -> list[str]:
-    """SFTP ``files`` into ``remote_dir`` (created); return the remote paths."""
-    import paramiko
-
+def _upload(conn: tgt.Runs, files: Sequence[Path], remote_dir: str, say: Say) -> list[str]:
+    """Copy ``files`` into ``remote_dir`` (created) through the SSH connection's stdin;
+    return the remote paths."""
     conn.run(["mkdir", "-p", "--", remote_dir])
     size = sum(f.stat().st_size for f in files)
     say(f"uploading {len(files)} wheels ({size / 2**20:.1f} MiB)")
     paths = []
-    sftp = conn.sftp()
-    try:
-        for file in files:
-            remote = posixpath.join(remote_dir, file.name)
-            sftp.put(str(file), remote)
-            paths.append(remote)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise SSHError(f"uploading {file.name} to {remote_dir} failed: "
-                       f"{exc or type(exc).__name__}") from exc
-    finally:
-        sftp.close()
+    for file in files:
+        remote = posixpath.join(remote_dir, file.name)
+        conn.write_file(remote, file.read_bytes())
+        paths.append(remote)
     return paths
 
 
@@ -257,7 +249,7 @@ def _index_has(conn: tgt.Runs, python: str, pip: Sequence[str], stage: str,
     return result.exit_code == 0
 
 
-def _install_packages(conn: Any, req: InstallRequest, target: tgt.RemotePython, prefix: str,
+def _install_packages(conn: tgt.Runs, req: InstallRequest, target: tgt.RemotePython, prefix: str,
                       say: Say) -> str:
     """pip-install into the fresh venv at ``prefix``; return the mode used (index/upload)."""
     python = posixpath.join(prefix, "bin", "python")
@@ -306,10 +298,10 @@ def _installed_requires() -> tuple[str, ...]:
         return ()
 
 
-def remote_install(conn: Any, req: InstallRequest, say: Say = _quiet) -> RemoteInstall:
+def remote_install(conn: tgt.Runs, req: InstallRequest, say: Say = _quiet) -> RemoteInstall:
     """Make sure ``conn``'s host has fireflyhpc (this version) in a venv; return where.
 
-    ``conn`` is a connected :class:`fireflyhpc.ssh.SSHConnection` to the login node.
+    ``conn`` is a connection to the login node (:class:`fireflyhpc.ssh.Connection`).
     Idempotent: with the same version installed (and working) nothing changes
     unless ``req.force``. A failed install removes the half-made venv. Raises
     ConfigError (bad prefix, unusable Python), RemoteCommandError (a remote step
@@ -362,7 +354,7 @@ def _usable(conn: tgt.Runs, marker: dict[str, Any] | None, prefix: str, version:
                 and installed_version(conn, python) == version)
 
 
-def _fresh_venv(conn: Any, req: InstallRequest, target: tgt.RemotePython, prefix: str,
+def _fresh_venv(conn: tgt.Runs, req: InstallRequest, target: tgt.RemotePython, prefix: str,
                 build: str | None, say: Say) -> str:
     """Make the venv anew and install into it; remove it again if anything fails."""
     version = fireflyhpc.__version__
@@ -393,7 +385,7 @@ def _verify(conn: tgt.Runs, python: str, version: str) -> None:
                                  hint=f"after installing, version {version} was expected")
 
 
-def _refresh_project(conn: Any, prefix: str, say: Say) -> str:
+def _refresh_project(conn: tgt.Runs, prefix: str, say: Say) -> str:
     """Reinstall only the fireflyhpc wheel (a checkout changed, the version did not)."""
     python = posixpath.join(prefix, "bin", "python")
     stage = posixpath.join(prefix, STAGE)

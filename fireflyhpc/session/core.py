@@ -105,7 +105,7 @@ class Session:
         """Run every step up to a working URL; ``script`` is the sbatch script to submit
         (None: attach to the requested job or node). Undoes everything on failure and
         raises KeyboardInterrupt when a stop was requested meanwhile."""
-        from fireflyhpc.ssh import SSHConnection
+        from fireflyhpc.ssh import open_connection
 
         steps: list[Callable[[], object]] = [
             lambda: self._choose_job(script, progress),
@@ -115,9 +115,10 @@ class Session:
         ]
         try:
             progress(f"connecting to {self.login}")
-            self._login = SSHConnection.open(
+            self._login = open_connection(
                 self.login, ssh_config=self.request.ssh_config,
-                accept_new_host_key=self.request.accept_new_host_key)
+                accept_new_host_key=self.request.accept_new_host_key,
+                prompter=self.request.prompter, backend=self.settings.ssh)
             for step in steps:
                 self._check_stop()
                 step()
@@ -243,18 +244,15 @@ class Session:
         from fireflyhpc.tunnel import TunnelRequest, open_tunnel
 
         assert self._server is not None and self.node
-        login = self._login
-        # A user who had to answer the login (a one-time code, a password, a passphrase)
-        # would be asked again by a second client: the tunnel then rides this connection.
-        reuse = login if login is not None and login.authenticator.asked_user else None
+        # The tunnel rides this session's login connection: nothing is asked again (a
+        # one-time code covers the whole session) and, with OpenSSH, the bytes move in
+        # ssh's own masters.
         req = TunnelRequest(node=self.node, remote_port=self._server.port, login=self.login,
                             local_port=self.settings.local_port or 0,
                             hop="direct" if self.launched_with == "srun" else self.settings.hop,
-                            ssh_config=self.request.ssh_config,
-                            accept_new_host_key=self.request.accept_new_host_key, reuse=reuse)
-        if reuse is not None:
-            progress("your login needed answers, so the tunnel reuses that connection "
-                     "(pure Python: slower than OpenSSH for big transfers)")
+                            ssh_config=self.request.ssh_config, backend=self.settings.ssh,
+                            accept_new_host_key=self.request.accept_new_host_key,
+                            reuse=self._login)
         progress(f"opening the tunnel to {self.node}:{self._server.port}")
         self._tunnel = open_tunnel(req)
         port = int(self._tunnel.url.rsplit(":", 1)[1].strip("/"))

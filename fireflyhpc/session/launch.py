@@ -42,7 +42,7 @@ _RUN_NAME = re.compile(r"[0-9]+(?:_[0-9]+)?-[0-9a-f]{8}")
 
 
 class Runner(Protocol):
-    """What the launcher needs from a connection (an :class:`~fireflyhpc.ssh.SSHConnection`)."""
+    """What the launcher needs from a connection (a :class:`fireflyhpc.ssh.Connection`)."""
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None) -> object: ...  # noqa: A002

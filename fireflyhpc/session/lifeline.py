@@ -218,23 +218,23 @@ def lifeline_argv(server: RemoteServer, *, linger: int, generation: str, job_id:
 
 
 class HeldCommand(Protocol):
-    """A command left running on the node (an :class:`~fireflyhpc.ssh.RunningCommand`)."""
+    """A command left running on the node (a :class:`fireflyhpc.ssh.RemoteProcess`)."""
 
-    def send(self, data: bytes | str) -> None: ...
+    def write(self, data: bytes) -> None: ...
 
-    def read_line(self, timeout: float) -> str | None: ...
+    def readline(self, timeout: float | None = None) -> bytes | None: ...
 
-    def close_input(self) -> None: ...
+    def close_stdin(self) -> None: ...
 
-    def ended(self) -> bool: ...
+    def poll(self) -> int | None: ...
 
-    def wait(self, timeout: float) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int | None: ...
 
     def close(self) -> None: ...
 
 
 class Holder(Protocol):
-    """A connection that can leave a command running (an SSHConnection)."""
+    """A connection that can leave a command running (a :class:`fireflyhpc.ssh.Connection`)."""
 
     def start(self, argv: Sequence[str]) -> HeldCommand: ...
 
@@ -255,11 +255,15 @@ class Lifeline:
                              cancel_job=cancel_job)
         self._held = conn.start(argv)
         try:
-            self._held.send(token + "\n")
-            answer = self._held.read_line(timeout)
+            self._held.write((token + "\n").encode())
+            raw = self._held.readline(timeout)
         except BaseException:
             self._held.close()
             raise
+        if raw is None:
+            self._held.close()
+            raise SSHError(f"the lifeline on {server.node} did not answer within {timeout:g} s")
+        answer = raw.decode("utf-8", "replace").rstrip("\n") if raw else None
         if answer != "attached":
             self._held.close()
             if answer == "gone":
@@ -270,7 +274,7 @@ class Lifeline:
     def attached(self) -> bool:
         """True while the lifeline runs and its connection looks up (a dead link may
         still look up: probe the connection to be sure)."""
-        return not self._held.ended()
+        return self._held.poll() is None
 
     def release(self, *, detach: bool, timeout: float | None = None) -> bool:
         """Say ``detach`` (keep the server until the job ends) or ``stop`` (end it now)
@@ -278,8 +282,8 @@ class Lifeline:
         default 30 for detach, 5 for stop: an unconfirmed stop is the node's to finish,
         after the grace period). Never raises."""
         try:
-            self._held.send(b"detach\n" if detach else b"stop\n")
-            self._held.close_input()
+            self._held.write(b"detach\n" if detach else b"stop\n")
+            self._held.close_stdin()
             return self._held.wait(timeout or (30.0 if detach else 5.0)) == 0
         except Exception as exc:  # the connection may be gone: the node then lingers
             log.debug("lifeline: %s", exc)

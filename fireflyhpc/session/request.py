@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fireflyhpc.config import ResolvedSettings, load_settings
@@ -34,13 +34,17 @@ class ConnectRequest:
     config: str | None = None
     ssh_config: str | None = None
     accept_new_host_key: bool = False
+    ssh: str | None = None  # the SSH backend (auto, openssh, paramiko); None: env, profile
+    # Answers ssh's questions (a fireflyhpc.ssh.Prompter); None: ssh asks on the
+    # terminal, or without one the notebook's input.
+    prompter: Any = field(default=None, compare=False, repr=False)
 
     def flags(self) -> dict[str, Any]:
         """The settings given as flags, for :func:`fireflyhpc.config.resolve`."""
         return {"template": self.template, "partition": self.partition, "time": self.time,
                 "account": self.account, "cpus": self.cpus, "mem": self.mem,
                 "payload": self.payload, "local_port": self.local_port,
-                "linger": self.linger}
+                "linger": self.linger, "ssh": self.ssh}
 
     def settings(self) -> ResolvedSettings:
         """The resolved settings of this request (flags > env > profile > defaults),

@@ -18,8 +18,6 @@ Differences from SSH launch, all forced by the missing SSH hop to the node:
 from __future__ import annotations
 
 import logging
-import select
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -77,8 +75,6 @@ class SrunPayload:
                  token: str, timeout: float = 60.0) -> None:
         if spec.kind == "command":
             raise ConfigError("launch = \"srun\" runs the builtin or firefly payload only")
-        from fireflyhpc.ssh.remote import build_command, open_session_channel
-
         self.login = login
         run_dir = f"{RUN_ROOT}/{name}"
         login.run(["sh", "-c", 'umask 077 && mkdir -p -- "$1"', "sh", run_dir])
@@ -87,10 +83,8 @@ class SrunPayload:
         task = ["sh", "-c", TASK_SCRIPT.replace("{setup}", "\n".join(spec.setup) or ":"), "sh",
                 *payload_argv(spec, f"{run_dir}/ready.json"),
                 "--token-file", f"{run_dir}/token"]
-        self._channel = open_session_channel(login.transport, "the login node")
         srun = slurm.srun_step_argv(job_id, node, error_file=f"{run_dir}/server.log")
-        self._channel.exec_command(build_command(["sh", "-c", HOLD_SCRIPT, "sh", run_dir,
-                                                  *srun, *task]))
+        self._holder = login.start(["sh", "-c", HOLD_SCRIPT, "sh", run_dir, *srun, *task])
         try:
             pid = self._read_pid(timeout=30)
             ticks = str(max(1, int(timeout / 0.2)))
@@ -108,37 +102,27 @@ class SrunPayload:
                  node, job_id, pid)
 
     def _read_pid(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        buffer = b""
-        while b"\n" not in buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or self._channel.exit_status_ready():
-                raise ServerError("srun did not start on the login node")
-            select.select([self._channel], [], [], min(left, 1.0))
-            if self._channel.recv_ready():
-                buffer += self._channel.recv(4096)
-        line = buffer.split(b"\n", 1)[0].decode()
+        raw = self._holder.readline(timeout=timeout)
+        if not raw:  # None: nothing in time; b"": the launcher ended without a word
+            raise ServerError("srun did not start on the login node")
+        line = raw.decode("utf-8", "replace").rstrip("\n")
         if not line.startswith("pid ") or not line[4:].strip().isdigit():
             raise ServerError(f"unexpected answer from the srun launcher: {line[:100]!r}")
         return int(line[4:])
 
     def alive(self) -> bool:
         """True while srun (and so the step) runs."""
-        return not self._channel.exit_status_ready() and not self._channel.closed
+        return self._holder.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
         """End srun and so the step (all its processes on the node). Never raises."""
-        from fireflyhpc.ssh.wire import send_eof
-
         try:
-            send_eof(self._channel)
-            deadline = time.monotonic() + timeout
-            while not self._channel.exit_status_ready() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            self._holder.close_stdin()
+            self._holder.wait(timeout)
         except Exception as exc:  # the connection may be gone: the closed channel ends srun
             log.debug("srun payload stop: %s", exc)
         finally:
-            self._channel.close()
+            self._holder.close()
 
     @property
     def remote(self) -> RemoteServer:

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import psutil
 
+from fireflyhpc.config import load_settings, resolve
 from fireflyhpc.errors import ConfigError, FireflyHPCError, LocalError, SSHError
 from fireflyhpc.procutil import process_alive
 from fireflyhpc.session import launch
@@ -26,8 +27,12 @@ WAIT_FOR_CONNECT = 40.0  # seconds a signalled connect may take to clean up
 
 
 def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
-                  config: str | None = None, store: SessionStore | None = None) -> Iterator[str]:
+                  config: str | None = None, ssh: str | None = None,
+                  store: SessionStore | None = None) -> Iterator[str]:
     """Stop session ``session_id`` (all sessions if None); yield one line per session.
+
+    ``ssh`` is the --ssh flag (the SSH backend for detached sessions; None: the
+    environment, then the session's cluster profile).
 
     Raises ConfigError for an unknown id; when sessions could not be ended, the
     error of the first one (its class and exit status), its message naming all.
@@ -46,7 +51,8 @@ def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
     failures: list[tuple[str, FireflyHPCError]] = []
     for record in records:
         try:
-            yield stop_one(record, store, ssh_config=ssh_config)
+            yield stop_one(record, store, ssh_config=ssh_config,
+                           backend=_backend(config, ssh, record.cluster))
         except FireflyHPCError as exc:
             failures.append((record.id, exc))
     if failures:
@@ -56,7 +62,16 @@ def stop_sessions(session_id: str | None, *, ssh_config: str | None = None,
         raise first
 
 
-def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None) -> str:
+def _backend(config: str | None, flag: str | None, cluster: str | None) -> str:
+    """The SSH backend for a session of ``cluster``: flag > env > its profile > auto."""
+    try:
+        return load_settings(config, {"ssh": flag}, cluster=cluster).ssh
+    except ConfigError:  # the profile is gone or broken: flag > env > auto
+        return resolve({"ssh": flag}, os.environ, None).ssh
+
+
+def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | None,
+             backend: str = "auto") -> str:
     """End one session; return what was done.
 
     Raises ConfigError when it cannot be ended from here, LocalError when its
@@ -67,7 +82,7 @@ def stop_one(record: SessionRecord, store: SessionStore, *, ssh_config: str | No
         store.remove(record.id)
         return f"{record.id}: its connect process was already gone; entry removed"
     if record.detached:
-        return _stop_detached(record, store, ssh_config)
+        return _stop_detached(record, store, ssh_config, backend)
     if state is Liveness.UNKNOWN:
         raise ConfigError(f"session runs on {record.hostname}; stop it there")
     return _signal_connect(record, store)
@@ -109,15 +124,16 @@ def _still_running(record: SessionRecord) -> bool:
     return process_alive(record.pid, record.pid_create_time)
 
 
-def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None) -> str:
+def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str | None,
+                   backend: str) -> str:
     from fireflyhpc.scheduler import Scheduler
-    from fireflyhpc.ssh import SSHConnection
+    from fireflyhpc.ssh import open_connection
 
     if not (record.login and record.node and record.job_id and record.remote_pgid):
         store.remove(record.id)
         return f"{record.id}: incomplete entry removed"
     done = []
-    with SSHConnection.open(record.login, ssh_config=ssh_config) as login:
+    with open_connection(record.login, ssh_config=ssh_config, backend=backend) as login:
         server = launch.RemoteServer(node=record.node, pgid=record.remote_pgid,
                                      port=record.remote_port or 0,
                                      run_name=launch.run_name(record.job_id, record.id))

@@ -1,30 +1,64 @@
-"""The SSH layer under everything remote: config, authentication, host keys,
-connections through ProxyJump hops, and remote commands quoted in one place.
+"""The SSH layer under everything remote: connections, remote commands quoted in one
+place, long-lived remote processes, hops into compute nodes.
 
-Typical use::
+Two backends implement one :class:`Connection` protocol: the user's own OpenSSH
+client (:class:`OpenSSHConnection`, the default wherever it can multiplex) and a
+pure-Python one over paramiko (:class:`SSHConnection`: config, authentication,
+host keys and ProxyJump hops of its own). Typical use::
 
-    with SSHConnection.open("login1", ssh_config=app.ssh_config,
-                            accept_new_host_key=flag) as login:
+    with open_connection("login1", ssh_config=app.ssh_config,
+                         accept_new_host_key=flag, backend="auto") as login:
         login.run(["squeue", "-h", "-j", job_id])          # Result(argv, exit_code, ...)
+        proc = login.start(["sh", "-c", HOLD_SCRIPT])       # a long-lived remote process
         node = login.connect_to("node1")                    # SSH into a node via login1
-        channel = node.open_channel_to("localhost", 8080)   # direct-tcpip from the node
-        login.transport                                     # paramiko.Transport of login1
+        stream = node.open_channel_to("localhost", 8080)    # a stream from the node
 
 Everything raises :class:`~fireflyhpc.errors.SSHError` (connect, auth, host keys),
 :class:`~fireflyhpc.errors.RemoteCommandError` (a command failed) or
 :class:`~fireflyhpc.errors.ConfigError` (bad ssh_config or destination).
 """
 
-from fireflyhpc.ssh.auth import (Authenticator, CallbackPrompter, Prompter, TerminalPrompter,
-                                 shared_authenticator)
-from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
-from fireflyhpc.ssh.connection import ChannelOpenError, SSHConnection
-from fireflyhpc.ssh.hostkeys import ACCEPT_FLAG, HostKeyChecker, fingerprint
-from fireflyhpc.ssh.remote import RemoteTimeoutError, Result, RunningCommand, build_command
+from __future__ import annotations
 
-__all__ = [
-    "ACCEPT_FLAG", "Authenticator", "CallbackPrompter", "ChannelOpenError", "HostKeyChecker",
-    "HostSpec", "Prompter", "RemoteTimeoutError", "Result", "SSHConnection", "TerminalPrompter",
-    "build_command", "config_path", "fingerprint", "read_config", "resolve_host",
-    "shared_authenticator", "RunningCommand",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. Loaded on first use (PEP 562), so that the OpenSSH
+# backend never imports paramiko, and the payload side never loads SSH at all.
+_HOMES = {
+    "Authenticator": "auth", "shared_authenticator": "auth",
+    "CallbackPrompter": "prompts", "Prompter": "prompts", "TerminalPrompter": "prompts",
+    "HostSpec": "config", "config_path": "config", "read_config": "config",
+    "resolve_host": "config",
+    "SSHConnection": "connection",
+    "BACKENDS": "factory", "choose_backend": "factory", "open_connection": "factory",
+    "ACCEPT_FLAG": "sshmsg", "ChannelOpenError": "sshmsg",
+    "HostKeyChecker": "hostkeys", "fingerprint": "hostkeys",
+    "OpenSSHConnection": "openssh",
+    "Connection": "protocol", "RemoteProcess": "protocol",
+    "RemoteTimeoutError": "remote", "Result": "remote", "build_command": "remote",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from fireflyhpc.ssh.auth import Authenticator, shared_authenticator
+    from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
+    from fireflyhpc.ssh.connection import SSHConnection
+    from fireflyhpc.ssh.factory import BACKENDS, choose_backend, open_connection
+    from fireflyhpc.ssh.hostkeys import HostKeyChecker, fingerprint
+    from fireflyhpc.ssh.openssh import OpenSSHConnection
+    from fireflyhpc.ssh.prompts import CallbackPrompter, Prompter, TerminalPrompter
+    from fireflyhpc.ssh.protocol import Connection, RemoteProcess
+    from fireflyhpc.ssh.remote import RemoteTimeoutError, Result, build_command
+    from fireflyhpc.ssh.sshmsg import ACCEPT_FLAG, ChannelOpenError

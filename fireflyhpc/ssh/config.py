@@ -25,11 +25,13 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.validate import host_spec, parse_port
+
+if TYPE_CHECKING:  # parsing needs paramiko; HostSpec and the helpers do not
+    import paramiko
 
 DEFAULT_USER_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -74,9 +76,12 @@ class HostSpec:
 
     @property
     def known_hosts_name(self) -> str:
-        """The name this host's keys are stored under in known_hosts (``[h]:p`` off 22)."""
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
+        """The name this host's keys are stored under in known_hosts: the HostKeyAlias
+        alone if there is one (whatever the port, as OpenSSH does), else the host
+        name, written ``[name]:port`` off port 22."""
+        if self.host_key_alias:
+            return self.host_key_alias
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
     @property
     def label(self) -> str:
@@ -105,6 +110,8 @@ def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
 
     Raises ConfigError for an unreadable or unparsable file.
     """
+    import paramiko
+
     if path is None:
         return paramiko.SSHConfig()
     path = Path(path).expanduser()
@@ -120,6 +127,8 @@ def read_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
 def parse_config_text(text: str, *,
                       base_dir: str | os.PathLike[str] = "~/.ssh") -> paramiko.SSHConfig:
     """Parse ssh_config ``text`` (relative ``Include`` paths resolved against ``base_dir``)."""
+    import paramiko
+
     return paramiko.SSHConfig.from_file(io.StringIO(_inline_text(text, Path(base_dir), 0)))
 
 

@@ -22,7 +22,8 @@ from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.auth import Authenticator, Prompter, shared_authenticator
 from fireflyhpc.ssh.config import HostSpec, config_path, read_config, resolve_host
 from fireflyhpc.ssh.hostkeys import HostKeyChecker
-from fireflyhpc.ssh.remote import Result, RunningCommand, run_command, start_command
+from fireflyhpc.ssh.paramiko_exec import ParamikoProcess, run_command
+from fireflyhpc.ssh.remote import Result, build_command, write_file_argv
 from fireflyhpc.ssh.wire import (MAX_PACKET_SIZE, PARAMIKO_LOG, PREFERRED_CIPHERS, PREFERRED_MACS,
                                  WINDOW_SIZE, ChannelOpenError, Transport, close_quietly,
                                  connect_timeout, dial, open_direct, prefer)
@@ -36,8 +37,11 @@ class SSHConnection:
     """An SSH connection to ``spec`` (through its hops, or through ``parent``).
 
     Use as a context manager, or call :meth:`connect` and :meth:`close`. All methods
-    raise SSHError when the connection is not up or breaks.
+    raise SSHError when the connection is not up or breaks. Implements
+    :class:`fireflyhpc.ssh.protocol.Connection` (the pure-Python backend).
     """
+
+    backend = "paramiko"
 
     def __init__(self, spec: HostSpec, *, authenticator: Authenticator | None = None,
                  host_keys: HostKeyChecker | None = None,
@@ -195,6 +199,24 @@ class SSHConnection:
         parent_ok = self.parent is None or self.parent.is_active()
         return parent_ok and bool(self._transports) and all(t.is_active() for t in self._transports)
 
+    def probe(self, timeout: float = 5.0) -> bool:
+        """Round-trip a keepalive request to the final host; False if none within ``timeout``."""
+        try:
+            transport = self.transport
+        except SSHError:
+            return False
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+                answered.set()  # any reply, even a refusal, proves the path is alive
+            except Exception as exc:
+                log.debug("keepalive probe failed: %s", exc)
+
+        threading.Thread(target=ask, name="ssh-probe", daemon=True).start()
+        return answered.wait(timeout) and transport.is_active()
+
     def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
             input: bytes | str | None = None,  # noqa: A002
             env: Mapping[str, str] | None = None) -> Result:
@@ -202,17 +224,20 @@ class SSHConnection:
         return run_command(self.transport, argv, host=self.spec.alias, timeout=timeout,
                            check=check, input=input, env=env)
 
-    def start(self, argv: Sequence[str]) -> RunningCommand:
-        """Start ``argv`` on the final host and leave it running (see
-        :func:`fireflyhpc.ssh.remote.start_command`)."""
-        return start_command(self.transport, argv, host=self.spec.alias)
-
     def write_file(self, path: str, data: bytes | str) -> None:
         """Write ``data`` to remote ``path`` atomically, mode 0600 from creation, via stdin
         (so secrets never show on a command line). Raises RemoteCommandError."""
-        script = ('umask 077 && tmp=$(mktemp "$1.XXXXXX") && cat > "$tmp" && '
-                  'mv -f -- "$tmp" "$1"')
-        self.run(["sh", "-c", script, "sh", path], input=data)
+        self.run(write_file_argv(path), input=data)
+
+    def start(self, argv: Sequence[str], *,
+              env: Mapping[str, str] | None = None) -> ParamikoProcess:
+        """Start ``argv`` in a channel of its own; see :class:`~fireflyhpc.ssh.protocol.RemoteProcess`."""
+        return ParamikoProcess(self.transport, argv, build_command(argv, env), self.spec.alias)
+
+    @property
+    def asked_user(self) -> bool:
+        """True once this connection's authenticator asked the user anything."""
+        return self.authenticator.asked_user
 
     def open_channel_to(self, host: str, port: int, *, timeout: float = 10.0) -> paramiko.Channel:
         """Open a direct-tcpip channel from the final host to ``host:port``.

@@ -6,8 +6,10 @@ fingerprint, and the ``--accept-new-host-key`` flag named) unless accepting new
 keys was asked for, in which case it is appended to the user's first known_hosts
 file; a changed key is always refused, naming the file and line that holds the
 old one. Hashed names (``|1|salt|hash``), ``[host]:port`` names, patterns with
-``*``/``?``/``!`` and ``@revoked`` lines are understood; ``@cert-authority``
-lines are skipped (host certificates are not supported).
+``*``/``?``/``!`` and ``@revoked`` lines are understood. ``@cert-authority`` lines are
+read (:func:`known_keys` reports them) but never match a key here: paramiko cannot
+verify host certificates; the OpenSSH backend can. With ``HostKeyAlias`` the alias
+alone is looked up, whatever the port, as OpenSSH does.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ import paramiko
 
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
+from fireflyhpc.ssh.sshmsg import ACCEPT_FLAG
 
 log = logging.getLogger(__name__)
-
-ACCEPT_FLAG = "--accept-new-host-key"
 # Host key algorithms paramiko can negotiate, by the key type known_hosts stores.
 _ALGORITHMS_BY_KEY_TYPE = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
@@ -45,6 +46,7 @@ class KnownKey:
     key_type: str
     key_base64: str
     revoked: bool = False
+    cert_authority: bool = False  # an @cert-authority line: a CA that signs host keys
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -98,10 +100,11 @@ def known_keys(paths: tuple[str, ...], name: str) -> list[KnownKey]:
             marker = None
             if fields[0].startswith("@"):
                 marker, fields = fields[0], fields[1:]
-            if len(fields) < 3 or marker == "@cert-authority":
+            if len(fields) < 3:
                 continue
             if _name_matches(fields[0], name):
-                found.append(KnownKey(path, number, fields[1], fields[2], marker == "@revoked"))
+                found.append(KnownKey(path, number, fields[1], fields[2], marker == "@revoked",
+                                      marker == "@cert-authority"))
     return found
 
 
@@ -194,4 +197,4 @@ class HostKeyChecker:
     @staticmethod
     def _lookup(spec: HostSpec) -> list[KnownKey]:
         files = spec.known_hosts_files + spec.global_known_hosts_files
-        return known_keys(files, spec.known_hosts_name)
+        return [k for k in known_keys(files, spec.known_hosts_name) if not k.cert_authority]

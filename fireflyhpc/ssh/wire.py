@@ -15,6 +15,7 @@ import paramiko
 
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
+from fireflyhpc.ssh.sshmsg import ChannelOpenError
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +82,6 @@ class ProxyCommand(paramiko.ProxyCommand):
         for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
-
-
-class ChannelOpenError(SSHError):
-    """The server refused to open a forwarded (direct-tcpip) channel.
-
-    ``code`` is the SSH reason code (2: the target refused or is unreachable).
-    """
-
-    def __init__(self, message: str, *, code: int, reason: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
 
 
 def connect_timeout(spec: HostSpec) -> float:

@@ -9,21 +9,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fireflyhpc import validate as v
+from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
-from fireflyhpc.tunnel import openssh
 from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
 from fireflyhpc.tunnel.listener import Listener
-from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 log = logging.getLogger(__name__)
 
 HOPS = ("auto", "ssh", "direct")
-BACKENDS = ("auto", "openssh", "paramiko")
 
 
 @dataclass(frozen=True)
 class TunnelRequest:
-    """What to forward: ``127.0.0.1:local_port`` -> ``node:remote_port`` via ``login``."""
+    """What to forward: ``127.0.0.1:local_port`` -> ``node:remote_port`` via ``login``.
+
+    ``backend`` is the SSH backend (:data:`fireflyhpc.ssh.BACKENDS`) of the login
+    connections the tunnel opens itself. ``reuse``, a connection to ``login`` the
+    caller owns (:class:`fireflyhpc.ssh.Connection`), carries the tunnel instead:
+    the tunnel then rides whatever backend it has, asks nothing new, and leaves
+    it open when it closes.
+    """
 
     node: str
     remote_port: int
@@ -33,8 +38,6 @@ class TunnelRequest:
     backend: str = "auto"
     ssh_config: str | None = None
     accept_new_host_key: bool = False
-    # An authenticated SSHConnection to ``login`` to carry the tunnel (paramiko backend),
-    # so that a user who had to answer a prompt (a one-time code) is not asked again.
     reuse: Any = field(default=None, compare=False, repr=False)
 
     def validated(self) -> TunnelRequest:
@@ -50,18 +53,18 @@ class TunnelRequest:
         return self
 
 
-def choose_backend(requested: str) -> str:
-    """``openssh`` when asked for or (``auto``) when a system ssh exists, else ``paramiko``.
+def _login(req: TunnelRequest, cancel: threading.Event | None) -> tuple[Any, bool]:
+    """The login connection for a new path and whether the path owns it: the caller's
+    (reconnected if it dropped), else a new one."""
+    if req.reuse is not None:
+        if not req.reuse.is_active():
+            req.reuse.reconnect()
+        return req.reuse, False
+    from fireflyhpc.ssh import open_connection  # the SSH stack loads only when used
 
-    Raises ConfigError if ``openssh`` is asked for but not installed.
-    """
-    if requested == "paramiko":
-        return "paramiko"
-    if openssh.find_ssh():
-        return "openssh"
-    if requested == "openssh":
-        raise ConfigError("--backend openssh needs the OpenSSH client (ssh), which is not installed")
-    return "paramiko"
+    return open_connection(req.login, ssh_config=req.ssh_config,
+                           accept_new_host_key=req.accept_new_host_key,
+                           backend=req.backend, cancel=cancel), True
 
 
 def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) -> Connector:
@@ -69,32 +72,28 @@ def make_connector(req: TunnelRequest, cancel: threading.Event | None = None) ->
 
     Setting ``cancel`` makes a connect in progress give up (OpenSSH backend).
     """
-    backend = "paramiko" if req.reuse is not None and req.backend == "auto" else \
-        choose_backend(req.backend)
     state: dict[str, Any] = {"hop": req.hop}
 
-    def build(hop: str) -> Path:
-        if backend == "paramiko" and req.reuse is not None and req.reuse.is_active():
-            from fireflyhpc.tunnel import paramiko_backend
-            return paramiko_backend.open_path_over(req.reuse, req, hop)
-        if backend == "openssh":
-            options = openssh.OpenSSHOptions(openssh.find_ssh() or "ssh", req.ssh_config,
-                                             req.accept_new_host_key)
-            return openssh.open_path(options, req.login, req.node, req.remote_port, hop,
-                                     cancel)
-        from fireflyhpc.tunnel import paramiko_backend
-        if "auth" not in state:  # one per tunnel: keys unlocked once
-            from fireflyhpc.ssh import Authenticator
-            state["auth"] = req.reuse.authenticator if req.reuse is not None else \
-                Authenticator()
-        return paramiko_backend.open_path(req, hop, state["auth"])
-
     def connect() -> Path:
-        if state["hop"] != "auto":
-            return build(state["hop"])
-        path, hop = _auto(build, req.node)
-        state["hop"] = hop
-        return path
+        login, owned = _login(req, cancel)
+        try:
+            def build(hop: str) -> Path:
+                if login.backend == "openssh":
+                    from fireflyhpc.tunnel import openssh
+                    return openssh.path_over(login, req.node, req.remote_port, hop,
+                                             owned=owned, cancel=cancel)
+                from fireflyhpc.tunnel import paramiko_backend
+                return paramiko_backend.path_over(login, req, hop, owned=owned)
+
+            if state["hop"] != "auto":
+                return build(state["hop"])
+            path, hop = _auto(build, req.node)
+            state["hop"] = hop
+            return path
+        except BaseException:
+            if owned:
+                login.close()
+            raise
 
     return connect
 
@@ -104,6 +103,8 @@ def _auto(build: Callable[[str], Path], node: str) -> tuple[Path, str]:
 
     Host key problems are never a reason to fall back: they are raised.
     """
+    from fireflyhpc.ssh.sshmsg import NodeSSHError
+
     try:
         return build("ssh"), "ssh"
     except NodeSSHError as exc:
@@ -132,4 +133,4 @@ def open_tunnel(req: TunnelRequest) -> Tunnel:
     return tunnel
 
 
-__all__ = ["TunnelRequest", "choose_backend", "make_connector", "open_tunnel"]
+__all__ = ["BACKENDS", "HOPS", "TunnelRequest", "make_connector", "open_tunnel"]

@@ -122,6 +122,12 @@ class Tunnel:
             self._threads.append(thread)
         log.info("forwarding %s -> %s via %s", self.url, self.target, path.description)
 
+    @property
+    def via(self) -> str | None:
+        """What carries the tunnel now (the path's description), None while reconnecting."""
+        with self._cond:
+            return self._path.description if self._path is not None else None
+
     def close(self) -> None:
         """Stop accepting, end every connection, close the path, free the port."""
         if self._stopping.is_set():

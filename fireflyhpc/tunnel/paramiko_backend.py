@@ -1,8 +1,8 @@
-"""Paths over the project's SSH layer (:mod:`fireflyhpc.ssh`, pure Python, portable).
+"""Paths over the pure-Python SSH backend (:class:`~fireflyhpc.ssh.SSHConnection`).
 
-One :class:`~fireflyhpc.ssh.SSHConnection` to the login node (with its own
-ProxyJump hops, if the config has any) is reused for everything; the ``ssh``
-hop adds a second connection to the node chained through it.
+One connection to the login node (with its own ProxyJump hops, if the config has
+any) carries everything; the ``ssh`` hop adds a second connection to the node
+chained through it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from fireflyhpc.errors import SSHError
-from fireflyhpc.ssh import Authenticator, SSHConnection
+from fireflyhpc.ssh import SSHConnection
+from fireflyhpc.ssh.sshmsg import NodeSSHError
 from fireflyhpc.tunnel.paramiko_path import (
     OpenFailureLog,
     ParamikoPath,
@@ -21,7 +22,6 @@ from fireflyhpc.tunnel.paramiko_path import (
     last_open_failure,
     tune_transport,
 )
-from fireflyhpc.tunnel.sshmsg import NodeSSHError
 
 if TYPE_CHECKING:
     from fireflyhpc.tunnel.build import TunnelRequest
@@ -29,34 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def open_path(req: TunnelRequest, hop: str,
-              authenticator: Authenticator | None = None) -> ParamikoPath:
-    """Connect to the login node (and for ``ssh`` hop the node); return the path.
+def path_over(login: SSHConnection, req: TunnelRequest, hop: str, *,
+              owned: bool) -> ParamikoPath:
+    """The path for ``hop`` over ``login``, an authenticated connection to the login node.
 
-    Raises SSHError/ConfigError from the SSH layer; NodeSSHError if only the
-    node refused. Pass the same ``authenticator`` to every reconnect, so an
-    unlocked key or a password is not asked for again.
+    ``owned``: closing the path closes ``login`` too (else only the node hop it
+    opened; the caller's connection, which may have cost a one-time code, stays).
+    Raises NodeSSHError if only the node refused, SSHError otherwise.
     """
-    login = SSHConnection.open(req.login, ssh_config=req.ssh_config,
-                               accept_new_host_key=req.accept_new_host_key,
-                               authenticator=authenticator)
-    try:
-        return _path(login, req, hop, owned=True)
-    except BaseException:
-        login.close()
-        raise
-
-
-def open_path_over(login: SSHConnection, req: TunnelRequest, hop: str) -> ParamikoPath:
-    """Like :func:`open_path`, over ``login``, an authenticated connection the caller
-    owns (``connect``'s own, which may have cost the user a one-time code): nothing
-    new is asked. Closing the path closes only what it opened (the node hop).
-    """
-    return _path(login, req, hop, owned=False)
-
-
-def _path(login: SSHConnection, req: TunnelRequest, hop: str, *, owned: bool) -> ParamikoPath:
-    """The path over ``login``; closing it closes ``login`` too if ``owned``."""
     via = f"ssh {req.login}" + ("" if owned else " (the session's own connection)")
     _tune_live(login.transports)
     if hop == "direct":

@@ -307,47 +307,49 @@ class LocalRunner:
 
 
 class LocalCommand:
-    """A command of :meth:`LocalRunner.start` (what a RunningCommand is over SSH)."""
+    """A command of :meth:`LocalRunner.start` (what a RemoteProcess is over SSH)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self._buffer = b""
 
-    def send(self, data: bytes | str) -> None:
+    def write(self, data: bytes) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(data.encode() if isinstance(data, str) else data)
+        self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
-    def read_line(self, timeout: float) -> str | None:
+    def readline(self, timeout: float | None = None) -> bytes | None:
+        """The next line with its newline; b"" at EOF; None if none came in time."""
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no line")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
             if select.select([self.proc.stdout], [], [], left)[0]:
                 chunk = os.read(self.proc.stdout.fileno(), 4096)
                 if not chunk:
-                    return None
+                    rest, self._buffer = self._buffer, b""
+                    return rest
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
+        return line + b"\n"
 
-    def close_input(self) -> None:
+    def close_stdin(self) -> None:
         if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
 
-    def ended(self) -> bool:
-        return self.proc.poll() is not None or bool(self.proc.stdin and self.proc.stdin.closed)
+    def poll(self) -> int | None:
+        return self.proc.poll()
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float | None = None) -> int | None:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
 
     def close(self) -> None:
-        self.close_input()
+        self.close_stdin()
         if self.proc.stdout:
             self.proc.stdout.close()
         try:

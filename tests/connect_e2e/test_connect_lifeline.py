@@ -149,10 +149,10 @@ def test_detach_keeps_the_server_until_the_job_ends(runner: LocalRunner,
     argv = lifeline.lifeline_argv(server, linger=1, generation="d1", job_id=JOB,
                                   cancel_job=True, poll=1)
     held = runner.start(argv)
-    held.send(TOKEN + "\n")
-    assert held.read_line(20) == "attached"
-    held.send("detach\n")
-    held.close_input()
+    held.write((TOKEN + "\n").encode())
+    assert held.readline(20) == b"attached\n"
+    held.write(b"detach\n")
+    held.close_stdin()
     assert held.wait(20) == 0
     folder = runner.home / server.run_dir
     assert (folder / "kept").read_text() == "detached\n" and (folder / "token").exists()

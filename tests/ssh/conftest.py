@@ -128,6 +128,72 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
             pytest.fail(f"SSH sessions left running after the tests: {leftovers}")
 
 
+@dataclasses.dataclass
+class CertSSHD:
+    """A second loopback sshd that trusts certificates only: its host key is signed by
+    ``host_ca`` (clients trust it through an ``@cert-authority`` line alone) and it
+    accepts ``ffssh-key`` only with a key signed by ``user_ca`` (no authorized_keys)."""
+
+    dir: Path
+    port: int
+    host_ca_pub: Path
+    user_key: Path  # its certificate is user_key + "-cert.pub"
+    plain_key: Path  # a key without certificate
+
+    def config(self, tmp_path: Path, *, certificate: bool = True, ca_line: bool = True) -> Path:
+        """An ssh_config with Host ``certhost`` and a known_hosts of ``@cert-authority``
+        alone (or nothing with ``ca_line`` False); without ``certificate``, the key
+        has none (OpenSSH would find ``KEY-cert.pub`` next to a key by itself)."""
+        kh = tmp_path / "cert_known_hosts"
+        ca = " ".join(self.host_ca_pub.read_text().split()[:2])
+        kh.write_text(f"@cert-authority [127.0.0.1]:{self.port} {ca}\n" if ca_line else "")
+        key = self.user_key if certificate else self.plain_key
+        cert = f"    CertificateFile {key}-cert.pub\n" if certificate else ""
+        path = tmp_path / "cert_ssh_config"
+        path.write_text(f"Host certhost\n    HostName 127.0.0.1\n    Port {self.port}\n"
+                        f"    User ffssh-key\n    IdentityFile {key}\n"
+                        f"{cert}    IdentitiesOnly yes\n    UserKnownHostsFile {kh}\n"
+                        "    GlobalKnownHostsFile /dev/null\n    ConnectTimeout 10\n")
+        return path
+
+
+@pytest.fixture(scope="session")
+def cert_sshd(sshd: LoopbackSSHD) -> Iterator[CertSSHD]:
+    """The certificate-only sshd of :class:`CertSSHD` (users come from ``sshd``)."""
+    base = Path(tempfile.mkdtemp(prefix="fireflyhpc-certsshd-"))
+    base.chmod(0o755)
+    for name in ("host_key", "host_ca", "user_ca", "user_key", "plain_key"):
+        keygen(base / name)
+    sign = ["ssh-keygen", "-q", "-V", "-5m:+1d"]
+    subprocess.run([*sign, "-s", str(base / "host_ca"), "-I", "loopback-host", "-h", "-n",
+                    "127.0.0.1", str(base / "host_key.pub")], check=True, capture_output=True)
+    subprocess.run([*sign, "-s", str(base / "user_ca"), "-I", "ffssh-key", "-n", "ffssh-key",
+                    str(base / "user_key.pub")], check=True, capture_output=True)
+    port = free_port()
+    (base / "sshd_config").write_text(
+        f"HostKey {base}/host_key\nHostCertificate {base}/host_key-cert.pub\n"
+        f"TrustedUserCAKeys {base}/user_ca.pub\nAuthorizedKeysFile none\n"
+        f"PidFile {base}/sshd.pid\nUsePAM no\nKbdInteractiveAuthentication no\n"
+        "PasswordAuthentication no\nStrictModes no\nPrintMotd no\nAllowUsers ffssh-key\n"
+        "AllowTcpForwarding yes\n")
+    log = (base / "sshd.log").open("w")
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(base / "sshd_config"),
+                                "-o", f"Port={port}", "-o", "ListenAddress=127.0.0.1"],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        _wait_listening(port, process, base / "sshd.log")
+        yield CertSSHD(base, port, base / "host_ca.pub", base / "user_key", base / "plain_key")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _wait_no_processes(users: tuple[str, ...]) -> list[str]:
     """Wait (bounded) until the test users run nothing; kill and return what is left."""
     left: list[str] = []

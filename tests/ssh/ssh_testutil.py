@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 
@@ -96,3 +100,44 @@ def start_duo_server(host_key: Path, password: str) -> tuple[int, threading.Thre
     thread = threading.Thread(target=serve, name="duo-server", daemon=True)
     thread.start()
     return listener.getsockname()[1], thread
+
+
+def converse(argv: list[str], replies: list[tuple[bytes, bytes]],
+             limit: float = 60) -> tuple[int, bytes]:
+    """Run ``argv`` with a new pty as its controlling terminal; answer the prompts in
+    ``replies`` in order; return (exit status, everything it wrote to the terminal)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is now its controlling terminal
+        os.execvp(argv[0], argv)
+    seen = b""
+    pending = list(replies)
+    searched = 0
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                while pending and pending[0][0] in seen[searched:]:
+                    prompt, answer = pending.pop(0)
+                    searched = seen.index(prompt, searched) + len(prompt)
+                    os.write(fd, answer + b"\n")
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status), seen
+        for _ in range(100):  # the terminal closed: the child is exiting
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status), seen
+            time.sleep(0.1)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        return -1, seen
+    finally:
+        os.close(fd)

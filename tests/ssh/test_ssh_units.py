@@ -9,6 +9,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
 from fireflyhpc.ssh.wire import PREFERRED_CIPHERS, prefer
 from fireflyhpc.ssh.hostkeys import HostKeyChecker, fingerprint, known_keys
@@ -58,17 +59,42 @@ def test_known_hosts_matching(tmp_path: Path) -> None:
         "garbage",
         f"[login1]:2222 ssh-rsa {ED_B64}",
     ]) + "\n")
-    def lines(name: str) -> list[tuple[int, bool]]:
-        return [(k.line, k.revoked) for k in known_keys((str(kh), "/nonexistent"), name)]
+    def lines(name: str) -> list[tuple[int, bool, bool]]:
+        return [(k.line, k.revoked, k.cert_authority)
+                for k in known_keys((str(kh), "/nonexistent"), name)]
 
-    assert lines("login1") == [(3, False)]
-    assert lines("LOGIN1") == [(3, False)]  # host names are case-insensitive
-    assert lines("198.18.0.2") == [(3, False)]
-    assert lines("a.example") == [(4, False)]
-    assert lines("bad.example") == []
-    assert lines("[h.example]:2222") == [(5, False), (6, True)]
-    assert lines("[login1]:2222") == [(9, False)]
+    assert lines("login1") == [(3, False, False)]
+    assert lines("LOGIN1") == [(3, False, False)]  # host names are case-insensitive
+    assert lines("198.18.0.2") == [(3, False, False)]
+    assert lines("a.example") == [(4, False, False), (7, False, True)]
+    assert lines("bad.example") == [(7, False, True)]  # the negation is on line 4 only
+    assert lines("[h.example]:2222") == [(5, False, False), (6, True, False)]
+    assert lines("[login1]:2222") == [(9, False, False)]
     assert lines("login") == []
+
+
+def test_host_key_alias_is_looked_up_alone_whatever_the_port(tmp_path: Path) -> None:
+    """OpenSSH looks up a HostKeyAlias as it is, not as ``[alias]:port`` (the mini
+    cluster notes confirm it with ssh itself); a CA line never matches a plain key."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hk")],
+                   check=True)
+    key = paramiko.PKey.from_path(tmp_path / "hk")
+    kh = tmp_path / "kh"
+    kh.write_text(f"@cert-authority [login.example]:2222 {key.get_name()} {key.get_base64()}\n"
+                  f"myalias {key.get_name()} {key.get_base64()}\n")
+    spec = HostSpec(alias="login", hostname="login.example", port=2222, host_key_alias="myalias",
+                    known_hosts_files=(str(kh),), global_known_hosts_files=())
+    assert spec.known_hosts_name == "myalias"
+    HostKeyChecker().check(spec, key)  # found: no error
+    plain = HostSpec(alias="login", hostname="login.example", port=2222,
+                     known_hosts_files=(str(kh),), global_known_hosts_files=())
+    assert plain.known_hosts_name == "[login.example]:2222"
+    with pytest.raises(SSHError, match="not known"):
+        HostKeyChecker().check(plain, key)  # only the CA line names it: not a key of it
+    recorded = HostSpec(alias="n", hostname="n.example", port=2200, host_key_alias="n-alias",
+                        known_hosts_files=(str(tmp_path / "kh2"),), global_known_hosts_files=())
+    HostKeyChecker(accept_new=True).check(recorded, key)
+    assert (tmp_path / "kh2").read_text().split()[0] == "n-alias"
 
 
 def test_preferred_key_types_put_known_types_first(tmp_path: Path) -> None:

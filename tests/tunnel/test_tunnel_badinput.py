@@ -105,8 +105,8 @@ def test_unknown_login_host(backend, tmp_path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("")
     command = shlex.join([sys.executable, "-m", "fireflyhpc", "--ssh-config", str(config),
-                          "tunnel", "node1", "8080", "--login", "nosuchlogin.invalid",
-                          "--port", "0", "--backend", backend])
+                          "--ssh", backend, "tunnel", "node1", "8080", "--login",
+                          "nosuchlogin.invalid", "--port", "0"])
     done = subprocess.run(["unshare", "--net", "sh", "-c", f"ip link set lo up && {command}"],
                           capture_output=True, text=True, timeout=60)
     line = assert_one_line_error(done, "unknown host", "nosuchlogin.invalid")
@@ -142,7 +142,7 @@ BACKENDS = ["openssh", "paramiko"]
 def test_unknown_node_host(cluster, backend) -> None:
     port = free_port()
     done = run_tunnel(cluster, "nosuchnode", "8080", "--login", cluster.login_host,
-                      "--port", str(port), "--backend", backend)
+                      "--port", str(port), ssh=backend)
     check_failed_cleanly(done, port, "nosuchnode")
 
 
@@ -152,7 +152,7 @@ def test_unknown_node_host(cluster, backend) -> None:
 def test_refused_remote_port(cluster, backend, hop) -> None:
     port = free_port()
     done = run_tunnel(cluster, "node1", "9", "--login", cluster.login_host, "--hop", hop,
-                      "--port", str(port), "--backend", backend)
+                      "--port", str(port), ssh=backend)
     check_failed_cleanly(done, port, "nothing answers", "node1:9")
 
 
@@ -162,7 +162,7 @@ def test_wrong_key(cluster, config_copy, backend) -> None:
     config = config_copy(**{str(cluster.key()): str(cluster.key(cluster.other_user))})
     port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
-                      "--port", str(port), "--backend", backend, ssh_config=config)
+                      "--port", str(port), ssh=backend, ssh_config=config)
     check_failed_cleanly(done, port, "auth")
 
 
@@ -175,13 +175,13 @@ def test_unknown_host_key_refused_then_accepted(cluster, config_copy, tmp_path, 
     config = config_copy(**{str(cluster.known_hosts): str(empty)})
     port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
-                      "--port", str(port), "--backend", backend, ssh_config=config)
+                      "--port", str(port), ssh=backend, ssh_config=config)
     check_failed_cleanly(done, port, "host key", "not known", "--accept-new-host-key",
                          "SHA256:")
     assert empty.read_text() == "", "a refused key must not be recorded"
     # With the flag, the keys (login1's and node1's) are recorded and the tunnel works.
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
-                          "--backend", backend, "--accept-new-host-key", ssh_config=config)
+                          "--accept-new-host-key", ssh=backend, ssh_config=config)
     assert http_get(tunnel.url, "/hello", loop_server.token)[0] == 200
     assert len(empty.read_text().splitlines()) == 2
 
@@ -198,6 +198,6 @@ def test_changed_host_key_refused(cluster, config_copy, tmp_path, backend) -> No
     config = config_copy(**{str(cluster.known_hosts): str(changed)})
     port = free_port()
     done = run_tunnel(cluster, "node1", "8080", "--login", cluster.login_host,
-                      "--port", str(port), "--backend", backend, "--accept-new-host-key",
+                      "--port", str(port), "--accept-new-host-key", ssh=backend,
                       ssh_config=config)
     check_failed_cleanly(done, port, "changed")

@@ -28,7 +28,7 @@ def test_forward_in_each_hop_mode(cluster, start_tunnel, loop_server, addr_serve
                                   backend) -> None:
     server = server_for(hop, loop_server, addr_server)
     tunnel = start_tunnel("node1", str(server.port), "--login", cluster.login_host,
-                          "--hop", hop, "--backend", backend)
+                          "--hop", hop, ssh=backend)
     status, body, _ = http_get(tunnel.url, "/hello", server.token)
     assert status == 200
     # Only node1's server knows this token, so a 200 means we reached it.
@@ -83,7 +83,7 @@ def test_laptop_cannot_reach_node1_but_the_tunnel_can(cluster, start_tunnel, add
 def test_integrity_256_mib_through_8_parallel_connections(cluster, start_tunnel, loop_server,
                                                           backend) -> None:
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
-                          "--hop", "ssh", "--backend", backend)
+                          "--hop", "ssh", ssh=backend)
     size = 32 * 2**20
     got: dict[int, str] = {}
 
@@ -131,7 +131,7 @@ def test_other_user_cannot_use_the_tunnel(cluster, start_tunnel, loop_server) ->
       channels as us) live in a 0700 directory: the other user cannot use them.
     """
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
-                          "--backend", "openssh")
+                          ssh="openssh")
     fetch = (f"import urllib.request, urllib.error\ntry:\n"
              f"    urllib.request.urlopen('http://127.0.0.1:{loop_server.port}/hello', timeout=10)\n"
              f"except urllib.error.HTTPError as e:\n    print(e.code)\n")
@@ -182,7 +182,7 @@ def test_sigkill_leaves_no_ssh_behind(cluster, start_tunnel, loop_server) -> Non
     """Killed outright (a Jupyter kernel restart does that), the tunnel cannot clean up
     itself: its ssh masters notice and end, and their control directory goes."""
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
-                          "--backend", "openssh")
+                          ssh="openssh")
     children = psutil.Process(tunnel.proc.pid).children(recursive=True)
     controls = [path for child in children for path in _control_paths(child)]
     assert controls, "the OpenSSH backend runs ssh masters"
@@ -226,7 +226,7 @@ def test_half_close_passes_through(cluster, start_tunnel, backend) -> None:
     try:
         port = int(server.stdout.readline().split()[1])
         tunnel = start_tunnel("node1", str(port), "--login", cluster.login_host,
-                              "--hop", "ssh", "--backend", backend)
+                              "--hop", "ssh", ssh=backend)
         with socket.create_connection(("127.0.0.1", tunnel.port), timeout=30) as sock:
             sock.sendall(b"x" * 300_000)
             sock.shutdown(socket.SHUT_WR)

@@ -50,7 +50,7 @@ for pid in pids:
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
 def test_killed_sshd_session_comes_back(cluster, start_tunnel, loop_server, backend) -> None:
     tunnel = start_tunnel("node1", str(loop_server.port), "--login", cluster.login_host,
-                          "--backend", backend)
+                          ssh=backend)
     assert ok(tunnel.url, loop_server.token)
     ports = session_ports(tunnel.proc.pid, cluster.login_addr)
     assert ports, "the tunnel holds an SSH connection to the login node"
@@ -87,7 +87,7 @@ def test_remote_server_gone_gives_clear_answers(cluster, start_tunnel, script_di
     server = start_node_server(cluster, script_dir, "127.0.0.1")
     try:
         tunnel = start_tunnel("node1", str(server.port), "--login", cluster.login_host,
-                              "--backend", backend)
+                              ssh=backend)
         assert ok(tunnel.url, server.token)
         server.stop()
         for _ in range(2):  # every request gets its own answer; the tunnel stays up

@@ -137,18 +137,20 @@ class TunnelProc:
         return self.proc.stderr.read() if self.proc.poll() is not None else ""
 
 
-def tunnel_argv(cluster, *args: str, ssh_config: str | None = None) -> list[str]:
-    """The command line of `fireflyhpc tunnel ARGS` with the bench's ssh_config and its
-    fireflyhpc config (profile ``mini``, the default), never the user's own files."""
+def tunnel_argv(cluster, *args: str, ssh_config: str | None = None,
+                ssh: str | None = None) -> list[str]:
+    """The command line of `fireflyhpc [--ssh SSH] tunnel ARGS` with the bench's ssh_config
+    and its fireflyhpc config (profile ``mini``, the default), never the user's own files."""
+    backend = ["--ssh", ssh] if ssh else []
     return [sys.executable, "-m", "fireflyhpc", "-v", "--ssh-config",
-            ssh_config or str(cluster.ssh_config), "--config",
+            ssh_config or str(cluster.ssh_config), *backend, "--config",
             str(cluster.dir / "fireflyhpc.toml"), "tunnel", *args]
 
 
 MARK = "FIREFLYHPC_TUNNEL_TEST_MARK"
 
 
-def run_tunnel(cluster, *args: str, ssh_config: str | None = None,
+def run_tunnel(cluster, *args: str, ssh_config: str | None = None, ssh: str | None = None,
                timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Run the command to completion (for commands expected to fail).
 
@@ -156,7 +158,7 @@ def run_tunnel(cluster, *args: str, ssh_config: str | None = None,
     started, so :func:`marked_processes` finds whatever of it is left.
     """
     mark = secrets.token_hex(8)
-    done = subprocess.run(tunnel_argv(cluster, *args, ssh_config=ssh_config), text=True,
+    done = subprocess.run(tunnel_argv(cluster, *args, ssh_config=ssh_config, ssh=ssh), text=True,
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
                           env={**os.environ, MARK: mark})
     done.mark = mark  # type: ignore[attr-defined]
@@ -180,8 +182,9 @@ def start_tunnel(cluster) -> Iterator:
     """Start `fireflyhpc tunnel ARGS`; wait for its URL line; stop it at the end."""
     started: list[TunnelProc] = []
 
-    def start(*args: str, ssh_config: str | None = None) -> TunnelProc:
-        proc = subprocess.Popen(tunnel_argv(cluster, *args, ssh_config=ssh_config), text=True,
+    def start(*args: str, ssh_config: str | None = None, ssh: str | None = None) -> TunnelProc:
+        proc = subprocess.Popen(tunnel_argv(cluster, *args, ssh_config=ssh_config, ssh=ssh),
+                                text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         line = read_line(proc, timeout=60)

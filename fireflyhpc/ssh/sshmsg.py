@@ -1,4 +1,8 @@
-"""Turn what the OpenSSH client printed (with ``-v``) into one clear SSHError (pure)."""
+"""Turn what the OpenSSH client printed (with ``-v``) into one clear SSHError (pure).
+
+The one place that reads ssh's stderr: the connection (:mod:`fireflyhpc.ssh.openssh`)
+and the tunnel (:mod:`fireflyhpc.tunnel.openssh`) both report failures through it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,17 @@ from fireflyhpc.errors import SSHError
 
 ACCEPT_FLAG = "--accept-new-host-key"
 
+
+class ChannelOpenError(SSHError):
+    """The server refused to open a forwarded (direct-tcpip) channel.
+
+    ``code`` is the SSH reason code (2: the target refused or is unreachable).
+    """
+
+    def __init__(self, message: str, *, code: int, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
 
 
 class NodeSSHError(SSHError):
@@ -48,9 +63,9 @@ def ssh_error_from_stderr(label: str, lines: Sequence[str]) -> SSHError:
         for line in plain:
             match = re.search(pattern, line)
             if match:
-                text = message.format(*match.groups(), label=label)
-                return SSHError(text.replace(f" (for {label})", "")
-                                if match.group(1) == label else text)
+                said = message.format(*match.groups(), label=label)
+                return SSHError(said.replace(f" (for {label})", "")
+                                if match.group(1) == label else said)
     last = plain[-1] if plain else "ssh exited without saying why"
     return SSHError(f"ssh to {label} failed: {last}")
 
@@ -60,7 +75,12 @@ _KNOWN: list[tuple[str, str]] = [
     (r"connect to host (\S+) port (\d+): Connection refused",
      "connection to {0} port {1} refused (for {label}; is sshd running there?)"),
     (r"connect to host (\S+) port (\d+): (.*)", "cannot connect to {0} port {1} ({label}): {2}"),
-    (r"Permission denied \((.*)\)", "authentication to {label} failed (tried: {0})"),
+    (r"Permission denied \((.*)\)", "authentication failed for {label} (tried: {0})"),
+    (r"(Too many authentication failures)", "authentication failed for {label}: {0}"),
+    (r"kex_exchange_identification: (.*)",
+     "SSH handshake with {label} failed: {0} (is an SSH server listening there?)"),
+    (r"banner exchange: .*: (invalid format)",
+     "SSH handshake with {label} failed: {0} (is an SSH server listening there?)"),
     (r"(Connection timed out during banner exchange)", "{label}: {0}"),
     (r"(Connection closed by .*)", "{label}: {0}"),
 ]
