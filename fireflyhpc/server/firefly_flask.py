@@ -16,7 +16,8 @@ same objects are imported and served by the payload instead:
   requests) only when it carries the token; everything else, and the payload's
   own data routes, go to the payload's app, which answers 303, 403 or the data.
 - :func:`confine` wraps ``/browse`` and ``load_data_path`` so that they see only
-  the served dataset folders (:func:`fireflyhpc.datasets.contained_path`), and
+  the served dataset folders (:func:`fireflyhpc.datasets.contained_path`), as
+  does ``/userdata/`` (where a loaded folder's files are fetched), and
   turns ``native_browse`` (a folder dialog on the server's display, which could
   pick anything) into a message pointing at the list.
 - :class:`GreenLoop` serves it with eventlet's WSGI server, which speaks
@@ -93,7 +94,7 @@ def _owning_root(datasets: Sequence[Dataset], real: str) -> str:
 
 def confine(server: Any, datasets: Sequence[Dataset]) -> None:
     """Restrict Firefly's data picker to ``datasets`` (see the module docstring)."""
-    from flask import request
+    from flask import abort, request
     from werkzeug.datastructures import ImmutableMultiDict
 
     app, socketio, namespace = server.app, server.socketio, server.namespace
@@ -133,6 +134,21 @@ def confine(server: Any, datasets: Sequence[Dataset]) -> None:
     def native_browse() -> Any:
         return server.emit_data_error(NATIVE_REFUSED)
 
+    original_user_file = app.view_functions["serve_user_file"]
+    roots = {str(d.root) for d in datasets}
+
+    @functools.wraps(original_user_file)
+    def serve_user_file(room: str, filename: str) -> Any:
+        # load_data_path serves a dataset's parent folder: only the dataset's own
+        # files may be fetched from there (no sibling, no symlink out)
+        base = server.user_data_dir.get(room)
+        name, _, rest = filename.partition("/")
+        root = os.path.join(base, name) if base else ""
+        if root not in roots or contained_path(root, rest) is None:
+            abort(404)
+        return original_user_file(room, filename)
+
+    app.view_functions["serve_user_file"] = serve_user_file
     socketio.on("load_data_path", namespace=namespace)(load_data_path)
     socketio.on("native_browse", namespace=namespace)(native_browse)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import socketio
 import websocket
-from serverkit import ServeProcess, start_serve, stop_serve
+from serverkit import SECRET, ServeProcess, start_serve, stop_serve
 
 from fireflyhpc.errors import ServerError
 from fireflyhpc.server.firefly_flask import send_reader
@@ -217,5 +217,12 @@ def test_load_data_path_only_loads_served_folders(flask_serve: ServeProcess, dat
     room.client.emit("load_data_path", {"path": galaxy}, namespace="/Firefly")
     events = dict(room.wait())
     assert events["load_ffly_data"]["filepath"] == f"userdata/{DEFAULT_ROOM}/data/galaxy"
+    files = f"{flask_serve.base}userdata/{DEFAULT_ROOM}/data/"
+    status, body = fetch(files + "galaxy/Settings.json", token=flask_serve.token)
+    assert status == 200 and json.loads(body) == {"loaded": True}
+    for outside in ("stray.txt", "galaxy/escape", "galaxy/escape_dir/secret.txt",
+                    "galaxy/.hidden", "galaxy/%2e%2e/stray.txt"):
+        status, body = fetch(files + outside, token=flask_serve.token)
+        assert status == 404 and SECRET.encode() not in body, outside
     room.client.emit("native_browse", namespace="/Firefly")
     assert room.wait()[0][0] == "data_error"
