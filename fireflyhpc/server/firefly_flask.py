@@ -178,9 +178,15 @@ class FireflyDispatch:
 
 
 def firefly_wsgi(datasets: Sequence[Dataset]) -> WSGIApp:
-    """Firefly's Flask app (Socket.IO included), confined to ``datasets``."""
+    """Firefly's Flask app (Socket.IO included), confined to ``datasets``.
+
+    ``/`` is Firefly's combined page (viewer and GUI over Socket.IO: the page the
+    Flask features work in), not its static-style default page, which stays at
+    ``/default``; so the address ``serve`` and ``connect`` open shows them.
+    """
     server = firefly_server()
     server.app.config["SECRET_KEY"] = secrets.token_hex(32)  # Firefly ships a fixed one
+    server.app.view_functions["default"] = server.app.view_functions["combined"]
     confine(server, datasets)
     return server.app.wsgi_app  # type: ignore[no-any-return]
 
