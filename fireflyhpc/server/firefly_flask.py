@@ -38,6 +38,7 @@ import secrets
 import threading
 import warnings
 from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import parse_qs
 
 from fireflyhpc.datasets import Dataset, contained_path, is_inside
 from fireflyhpc.errors import ConfigError, ServerError
@@ -93,7 +94,10 @@ def _owning_root(datasets: Sequence[Dataset], real: str) -> str:
 
 
 def confine(server: Any, datasets: Sequence[Dataset]) -> None:
-    """Restrict Firefly's data picker to ``datasets`` (see the module docstring)."""
+    """Restrict Firefly's data picker to ``datasets`` (see the module docstring).
+
+    It changes Firefly's module-level app: call it once per process (the payload
+    serves one set of datasets for its whole life)."""
     from flask import abort, request
     from werkzeug.datastructures import ImmutableMultiDict
 
@@ -171,8 +175,9 @@ class FireflyDispatch:
         path = environ.get("PATH_INFO", "")
         if path.startswith(OWN_PREFIXES) or path in OWN_PATHS:
             return self.own(environ, start_response)
-        if self.token is not None and ("token=" in environ.get("QUERY_STRING", "")
-                                       or not auth.carries_token(environ, self.token)):
+        if self.token is not None and (
+                "token" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+                or not auth.carries_token(environ, self.token)):
             return self.own(environ, start_response)
         return self.firefly(environ, start_response)
 

@@ -22,7 +22,8 @@ import websocket
 from serverkit import SECRET, ServeProcess, start_serve, stop_serve
 
 from fireflyhpc.errors import ServerError
-from fireflyhpc.server.firefly_flask import send_reader
+from fireflyhpc.datasets import discover
+from fireflyhpc.server.firefly_flask import send_reader, served_root
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -34,6 +35,22 @@ ROUTES = [("GET", "/"), ("GET", "/gui"), ("GET", "/viewer"), ("GET", "/combined"
           ("POST", "/stream_input"), ("GET", "/userdata/default/data/x"),
           ("GET", "/static/js/misc/socketParams.js"),
           ("GET", "/socket.io/?EIO=4&transport=polling")]
+
+
+def test_served_root_golden(data_tree: Path, tmp_path: Path) -> None:
+    datasets = discover([data_tree])
+    galaxy = str((data_tree / "galaxy").resolve())
+    (data_tree / "galaxy" / "sub").mkdir()
+    assert served_root(datasets, galaxy) == galaxy
+    assert served_root(datasets, galaxy + "/") == galaxy
+    assert served_root(datasets, galaxy + "/sub") == galaxy + "/sub"
+    assert served_root(datasets, galaxy + "//sub/") == galaxy + "/sub"
+    assert served_root(datasets, galaxy + "/inside.ffly") == galaxy + "/Gas000.ffly"
+    for refused in (str(data_tree), str(tmp_path), "/", galaxy + "/..",
+                    galaxy + "/sub/../..", galaxy + "/../galaxy", galaxy + "/escape",
+                    galaxy + "/escape_dir", galaxy + "/escape_dir/secret.txt",
+                    galaxy + "/.hidden", galaxy + "x", "galaxy", "~", ""):
+        assert served_root(datasets, refused) is None, refused
 
 
 @pytest.fixture
