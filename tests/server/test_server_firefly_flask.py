@@ -21,8 +21,8 @@ import socketio
 import websocket
 from serverkit import SECRET, ServeProcess, start_serve, stop_serve
 
-from fireflyhpc.errors import ServerError
 from fireflyhpc.datasets import discover
+from fireflyhpc.errors import ServerError
 from fireflyhpc.server.firefly_flask import send_reader, served_root
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
