@@ -241,8 +241,9 @@ def send_reader(reader: Any, port: int | None = None, room: str | None = None,
     """Send a Firefly ``Reader``'s data to a running ``--app firefly-flask`` server
     of this user on this host, with its token (from the server registry).
 
-    ``port`` picks the server when several run. Raises ServerError when no such
-    server is running or it refuses the data.
+    ``port`` picks the server; without it there must be exactly one. Raises
+    ServerError when no such server runs, several do and no ``port`` says which,
+    or the server refuses the data.
     """
     import urllib.error
     import urllib.request
@@ -253,7 +254,11 @@ def send_reader(reader: Any, port: int | None = None, room: str | None = None,
     if not servers:
         raise ServerError("no fireflyhpc server of yours is running on this host"
                           + (f" on port {port}" if port is not None else ""))
-    entry = servers[-1]
+    if len(servers) > 1:
+        ports = ", ".join(str(e.port) for e in servers)
+        raise ServerError(f"several fireflyhpc servers of yours run on this host (ports {ports}): "
+                          "say which with port=")
+    entry = servers[0]
     reader.writeToDisk(loud=False, write_to_disk=False, file_extension=".json")
     document = dict(reader.JSON_dict)
     if room is not None:

@@ -107,15 +107,14 @@ def test_install_doctor_reader_and_both_viewers(bench, firefly_venv, capsys) -> 
 
 
 SENDER = """
+import sys
 import numpy as np
 from firefly.data_reader import ArrayReader
 from fireflyhpc.server.firefly_flask import send_reader
 reader = ArrayReader(coordinates=[np.random.default_rng(2).normal(size=(500, 3))],
                      UInames=["Sent"], write_to_disk=False)
-send_reader(reader)
+send_reader(reader, port=int(sys.argv[1]))
 """
-PORT_OF_SERVER = ("from fireflyhpc.server.registry import list_servers\n"
-                  "print(list_servers()[-1][1].port)")
 OTHER_USER_FETCH = """
 import sys, urllib.error, urllib.request
 for method, route in (("GET", "/"), ("GET", "/browse?path=/"), ("POST", "/data_input"),
@@ -145,6 +144,9 @@ def test_firefly_flask_features_behind_the_token(bench, firefly_venv) -> None:  
             run = bench.connect("--data", data, "--payload", "firefly-flask", config=config)
             try:
                 url = run.wait_url(timeout=180)
+                # the server's node and port ("job J on NODE, port P -> ...")
+                node, port = re.search(r" on (\S+), port (\d+) -> ",
+                                       run.read_stderr_until(" -> ")).groups()
                 page.navigate(url)
                 page.wait_for("typeof viewerParams !== 'undefined' && viewerParams.ready "
                               "&& typeof countParts === 'function' && countParts() === 4000",
@@ -162,16 +164,14 @@ def test_firefly_flask_features_behind_the_token(bench, firefly_venv) -> None:  
                 page.wait_for("document.body.innerText.includes('Only the served data "
                               "folders')", timeout=60)
                 # a Python process on the node sends data with the token
-                sent = cluster.ssh("node1", [python, "-c", SENDER], timeout=300)
+                # (the bench user may have other servers there: name ours)
+                sent = cluster.ssh(node, [python, "-c", SENDER, port], timeout=300)
                 assert sent.returncode == 0, sent.stderr
                 page.wait_for("countParts() === 500", timeout=120)
                 assert page.evaluate("viewerParams.partsKeys") == ["Sent"]
                 # another user on the node: no page, no listing, no data, no Socket.IO
-                port = cluster.ssh("node1", [python, "-c", PORT_OF_SERVER], timeout=120,
-                                   check=True).stdout.strip()
-                other = cluster.run_in("node1", ["runuser", "-u", cluster.other_user, "--",
-                                                 "/usr/bin/python3", "-c", OTHER_USER_FETCH,
-                                                 port])
+                other = cluster.run_in(node, ["runuser", "-u", cluster.other_user, "--",
+                                              "/usr/bin/python3", "-c", OTHER_USER_FETCH, port])
                 codes = [line.rsplit(" ", 1)[1] for line in other.stdout.splitlines()]
                 assert codes == ["403"] * 5, (other.stdout, other.stderr)
                 assert page.evaluate("countParts()") == 500  # nothing reached the page

@@ -222,6 +222,17 @@ def test_data_sent_from_python_reaches_the_room(flask_serve: ServeProcess,
     assert status == 403
     with pytest.raises(ServerError, match="no fireflyhpc server"):
         send_reader(reader, port=port + 1 if port < 65535 else 1)
+    # with a second server of ours (this test process, registered), port= must choose
+    from fireflyhpc.server import registry
+
+    entry = registry.register("127.0.0.1", 1, "http://127.0.0.1:1/", "other-token")
+    try:
+        with pytest.raises(ServerError, match="several fireflyhpc servers"):
+            send_reader(reader)
+    finally:
+        registry.unregister(entry)
+    send_reader(reader)  # one server again: no port needed
+    assert room.wait()[-1] == ("input_data", {"status": "done"})
 
 
 def test_load_data_path_only_loads_served_folders(flask_serve: ServeProcess, data_tree: Path,
