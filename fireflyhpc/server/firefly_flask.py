@@ -30,11 +30,13 @@ Firefly's ``Reader.sendDataViaFlask`` but with the token from the server registr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Iterable, Sequence
@@ -214,14 +216,19 @@ class GreenLoop:
         self._ended = threading.Event()
 
     def run(self) -> None:
-        """Serve until :meth:`end`."""
+        """Serve until :meth:`end`.
+
+        Firefly's handlers print progress; that goes to stderr, so stdout keeps
+        the one URL line ``serve`` promises (printed before the loop runs).
+        """
         eventlet = self._eventlet
         quiet = logging.getLogger("fireflyhpc.server.eventlet")
-        server = eventlet.spawn(eventlet.wsgi.server, self._sock, self._app, log=quiet,
-                                log_output=False)
-        while not self._ended.is_set() and not server.dead:
-            eventlet.sleep(self.POLL)
-        server.kill()
+        with contextlib.redirect_stdout(sys.stderr):
+            server = eventlet.spawn(eventlet.wsgi.server, self._sock, self._app, log=quiet,
+                                    log_output=False)
+            while not self._ended.is_set() and not server.dead:
+                eventlet.sleep(self.POLL)
+            server.kill()
 
     def end(self, signum: int | None = None) -> None:
         """Make :meth:`run` return soon."""

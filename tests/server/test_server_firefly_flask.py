@@ -60,6 +60,8 @@ def flask_serve(data_tree: Path, tmp_path: Path) -> Iterator[ServeProcess]:
         yield serve
     finally:
         assert stop_serve(serve) == 0
+        # stdout held the URL line only: Firefly's own progress prints went to stderr
+        assert serve.process.stdout is not None and serve.process.stdout.read() == ""
 
 
 def fetch(url: str, method: str = "GET", token: str | None = None,
