@@ -305,17 +305,19 @@ def python_command(value: Any) -> str:
 
 # The payloads that are fireflyhpc's own server (its --app values); any other payload
 # value is a command line.
-PAYLOAD_APPS = ("auto", "builtin", "firefly")
+PAYLOAD_APPS = ("auto", "builtin", "firefly", "firefly-flask")
 
 
 def payload(value: Any) -> str:
-    """``auto``, ``builtin``, ``firefly`` or a command line containing ``{port}``."""
-    text = _text(value, "'auto', 'builtin', 'firefly' or a command containing {port}")
+    """``auto``, ``builtin``, ``firefly``, ``firefly-flask`` or a command line containing
+    ``{port}``."""
+    text = _text(value, "'auto', 'builtin', 'firefly', 'firefly-flask' or a command "
+                 "containing {port}")
     if text in PAYLOAD_APPS:
         return text
     if "{port}" not in text or "\n" in text or "\0" in text:
-        raise ValueError("expected 'auto', 'builtin', 'firefly' or a one-line command "
-                         "containing {port}")
+        raise ValueError("expected 'auto', 'builtin', 'firefly', 'firefly-flask' or a "
+                         "one-line command containing {port}")
     return text
 
 

@@ -67,7 +67,8 @@ def open_browser(url: str, line: StatusLine) -> None:
 @click.option("--mem", help="Memory for the job, e.g. 4G.")
 @click.option("--data", "data_dirs", multiple=True, metavar="DIR",
               help="Data folder on the cluster to serve (repeatable; default: the demo).")
-@click.option("--payload", help='builtin (default), firefly, or a command with {port}, '
+@click.option("--payload", help='auto (default), builtin, firefly, firefly-flask (Firefly\'s '
+              'Flask server: Load New Data, data from Python), or a command with {port}, '
               'e.g. "python3 -m http.server {port} --bind 127.0.0.1".')
 @click.option("--no-browser", is_flag=True, help="Print the URL; do not open a browser.")
 @click.option("--detach", is_flag=True, help="Leave job and server running and return; "

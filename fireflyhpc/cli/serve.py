@@ -38,9 +38,11 @@ PORTS = PortsType()
                    "warned about, and refused with --no-token.")
 @click.option("--demo", is_flag=True, help="Also serve a synthetic demo galaxy (generated "
               "once, cached).")
-@click.option("--app", "app", default="auto", show_default=True, metavar="auto|firefly|builtin|PATH",
+@click.option("--app", "app", default="auto", show_default=True, metavar="auto|firefly|firefly-flask|builtin|PATH",
               help="Web app at /: Firefly's own (auto, when the firefly package is "
-                   "installed), the bundled viewer, or a directory with an index.html.")
+                   "installed), Firefly's own Flask server (firefly-flask: Load New Data, "
+                   "data from Python; behind the token), the bundled viewer, or a directory "
+                   "with an index.html.")
 @click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
 @click.option("--token-file", type=click.Path(dir_okay=False),
               help="Read the access token from this file (mode 0600). Default: "

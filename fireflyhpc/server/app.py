@@ -49,7 +49,7 @@ from fireflyhpc.datasets import Dataset, datasets_index
 from fireflyhpc.server import auth, firefly
 from fireflyhpc.server.files import SECURITY_HEADERS, data_file, safe_file, send, serve_file
 from fireflyhpc.server.frames import FrameGate
-from fireflyhpc.server.viewers import FIREFLY, WebApp
+from fireflyhpc.server.viewers import FIREFLY, FIREFLY_FLASK, WebApp
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
             abort(404)
         return send(real, request.environ)
 
-    if webapp.kind == FIREFLY:
+    if webapp.kind in (FIREFLY, FIREFLY_FLASK):
         firefly.add_routes(app, datasets)
 
     @app.get("/<path:path>")
@@ -100,6 +100,11 @@ def create_app(webapp: WebApp, datasets: Sequence[Dataset], token: str | None) -
         return _app_file(path)
 
     app.wsgi_app = DataFastPath(app.wsgi_app, datasets, token)  # type: ignore[method-assign]
+    if webapp.kind == FIREFLY_FLASK:
+        from fireflyhpc.server.firefly_flask import FireflyDispatch, firefly_wsgi
+
+        app.wsgi_app = FireflyDispatch(  # type: ignore[method-assign]
+            app.wsgi_app, firefly_wsgi(datasets), token)
     if token is not None:
         app.wsgi_app = FrameGate(app.wsgi_app, token)  # type: ignore[method-assign]
     return app

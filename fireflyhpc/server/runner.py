@@ -3,7 +3,9 @@
 One process, no reloader. The listening socket is bound here (port 0 lets the
 OS pick a free port, so there is no pick-then-bind race) and handed to waitress
 (a production WSGI server: threads, HTTP/1.1 keep-alive, ``wsgi.file_wrapper``
-streaming of files).
+streaming of files); Firefly's Flask server (``--app firefly-flask``) goes to
+eventlet's instead, which speaks websockets
+(:class:`fireflyhpc.server.firefly_flask.GreenLoop`).
 
 A stop signal never raises inside waitress: its event loop catches whatever a
 channel's handler raises, logs it, closes that one channel and serves on, so an
@@ -206,6 +208,17 @@ class ServerLoop:
         self.server.close()
 
 
+def _loop(app: Callable[..., Any], sock: socket.socket, kind: str) -> Any:
+    """waitress, or eventlet for Firefly's Flask server (Socket.IO over websockets)."""
+    from fireflyhpc.server.viewers import FIREFLY_FLASK
+
+    if kind == FIREFLY_FLASK:
+        from fireflyhpc.server.firefly_flask import GreenLoop
+
+        return GreenLoop(app, sock)
+    return ServerLoop(app, sock)
+
+
 def run(app: Callable[..., Any], listener: Listener, options: RunOptions,
         stop: StopSignals) -> None:
     """Serve ``app`` on ``listener`` until ``stop`` is set; clean up always.
@@ -216,7 +229,7 @@ def run(app: Callable[..., Any], listener: Listener, options: RunOptions,
     """
     from fireflyhpc.server import registry
 
-    loop = ServerLoop(app, listener.sock)
+    loop = _loop(app, listener.sock, options.app)
     base = listener.base_url()
     entry: Path | None = None
     try:

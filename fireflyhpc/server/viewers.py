@@ -1,8 +1,9 @@
 """Which web app the server puts at ``/``: Firefly's own, the bundled one, or a folder.
 
 ``--app`` takes ``auto`` (Firefly's app when the ``firefly`` package is
-installed, else the bundled viewer), ``firefly``, ``builtin``, or a PATH to a
-directory with an ``index.html``. The ``firefly`` package is located without
+installed, else the bundled viewer), ``firefly``, ``firefly-flask`` (Firefly's
+own Flask server behind the token: :mod:`fireflyhpc.server.firefly_flask`),
+``builtin``, or a PATH to a directory with an ``index.html``. The ``firefly`` package is located without
 importing it (importing it pulls in numpy, h5py and more); its files are served
 read-only from where it is installed.
 """
@@ -17,6 +18,7 @@ from importlib import resources
 from fireflyhpc.errors import ConfigError, ServerError
 
 FIREFLY = "firefly"
+FIREFLY_FLASK = "firefly-flask"
 BUILTIN = "builtin"
 CUSTOM = "custom"
 
@@ -71,12 +73,12 @@ def choose_app(choice: str) -> WebApp:
             return WebApp(BUILTIN, builtin)
         raise ServerError("no viewer found: neither the firefly package nor the "
                           "bundled viewer (fireflyhpc/data/viewer) is installed")
-    if choice == FIREFLY:
+    if choice in (FIREFLY, FIREFLY_FLASK):
         firefly = firefly_app_dir()
         if not firefly:
-            raise ConfigError("--app firefly: the firefly package is not installed",
+            raise ConfigError(f"--app {choice}: the firefly package is not installed",
                               hint="pip install firefly, or use --app builtin")
-        return WebApp(FIREFLY, firefly)
+        return WebApp(choice, firefly)
     if choice == BUILTIN:
         builtin = builtin_app_dir()
         if not builtin:
@@ -85,6 +87,6 @@ def choose_app(choice: str) -> WebApp:
         return WebApp(BUILTIN, builtin)
     path = os.path.realpath(os.path.expanduser(choice))
     if not os.path.isfile(os.path.join(path, "index.html")):
-        raise ConfigError(f"--app {choice}: not auto, firefly, builtin, or a directory "
+        raise ConfigError(f"--app {choice}: not auto, firefly, firefly-flask, builtin, or a directory "
                           "containing index.html")
     return WebApp(CUSTOM, path)

@@ -53,7 +53,7 @@ class PayloadSpec:
     """What to run on the node.
 
     ``kind`` is ``auto`` (Firefly's app if the cluster Python has it, else the
-    bundled viewer), ``builtin``, ``firefly`` or ``command`` (then ``command`` is
+    bundled viewer), ``builtin``, ``firefly``, ``firefly-flask`` or ``command`` (then ``command`` is
     the user's one-line shell command containing ``{port}``).
     """
 
@@ -72,7 +72,7 @@ class PayloadSpec:
 
     @classmethod
     def from_setting(cls, payload: str, **values: object) -> "PayloadSpec":
-        """The spec for a profile/flag ``payload`` value (builtin, firefly or a command)."""
+        """The spec for a profile/flag ``payload`` value (a :data:`PAYLOAD_APPS` name or a command)."""
         if payload in PAYLOAD_APPS:
             return cls(kind=payload, **values)  # type: ignore[arg-type]
         return cls(kind="command", command=payload, **values)  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ def run_name(job_id: str, session_id: str) -> str:
 
 
 def payload_argv(spec: PayloadSpec, ready_file: str) -> list[str]:
-    """The argv of the fireflyhpc payload server (``builtin``/``firefly`` kinds).
+    """The argv of the fireflyhpc payload server (the :data:`PAYLOAD_APPS` kinds).
 
     No data folder means the demo galaxy. ``ready_file`` is relative to the
     remote home (the server runs there).

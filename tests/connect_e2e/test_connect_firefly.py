@@ -104,3 +104,80 @@ def test_install_doctor_reader_and_both_viewers(bench, firefly_venv, capsys) -> 
     finally:
         cluster.ssh("login1", ["rm", "-rf", "--", str(cluster.home() / data),
                                str(cluster.home() / f"{data}-static")], timeout=60)
+
+
+SENDER = """
+import sys
+import numpy as np
+from firefly.data_reader import ArrayReader
+from fireflyhpc.server.firefly_flask import send_reader
+reader = ArrayReader(coordinates=[np.random.default_rng(2).normal(size=(500, 3))],
+                     UInames=["Sent"], write_to_disk=False)
+send_reader(reader, port=int(sys.argv[1]))
+"""
+OTHER_USER_FETCH = """
+import sys, urllib.error, urllib.request
+for method, route in (("GET", "/"), ("GET", "/browse?path=/"), ("POST", "/data_input"),
+                      ("GET", "/socket.io/?EIO=4&transport=polling"), ("GET", "/combined")):
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}{route}", method=method,
+                                 data=b'"{}"' if method == "POST" else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        print(route, urllib.request.urlopen(req, timeout=10).status)
+    except urllib.error.HTTPError as exc:
+        print(route, exc.code)
+"""
+
+
+def test_firefly_flask_features_behind_the_token(bench, firefly_venv) -> None:  # type: ignore[no-untyped-def]
+    """`connect --payload firefly-flask`: Firefly's Flask server on the node, in
+    Chromium through the tunnel: Load New Data lists the served folder only, data sent
+    by a Python process on the node appears, another user on the node gets nothing."""
+    python, config = firefly_venv
+    cluster = bench.cluster
+    data = f"ffflask-{time.monotonic_ns()}"
+    cluster.ssh("node1", ["sh", "-c", f"cd && {shlex.join([python, '-c', READER, data])}"],
+                timeout=300, check=True)
+    try:
+        with viewer_chromium.Chromium() as chrome:
+            page = chrome.new_page()
+            run = bench.connect("--data", data, "--payload", "firefly-flask", config=config)
+            try:
+                url = run.wait_url(timeout=180)
+                # the server's node and port ("job J on NODE, port P -> ...")
+                node, port = re.search(r" on (\S+), port (\d+) -> ",
+                                       run.read_stderr_until(" -> ")).groups()
+                page.navigate(url)
+                page.wait_for("typeof viewerParams !== 'undefined' && viewerParams.ready "
+                              "&& typeof countParts === 'function' && countParts() === 4000",
+                              timeout=180)
+                assert page.evaluate("socketParams.socket.connected") is True
+                # Load New Data: the served folder, and nothing else
+                page.evaluate("loadNewData()")
+                page.wait_for("!!document.getElementById('dataPickerBrowse')", timeout=60)
+                page.evaluate("document.getElementById('dataPickerBrowse').click()")
+                shown = "(document.getElementById('dataBrowserPath') || {}).textContent"
+                listed = page.wait_for(f"({shown} || '').endsWith('/{data}') && {shown}",
+                                       timeout=60)
+                assert listed.endswith(f"/{data}")
+                page.evaluate("requestBrowse('/')")
+                page.wait_for("document.body.innerText.includes('Only the served data "
+                              "folders')", timeout=60)
+                # a Python process on the node sends data with the token
+                # (the bench user may have other servers there: name ours)
+                sent = cluster.ssh(node, [python, "-c", SENDER, port], timeout=300)
+                assert sent.returncode == 0, sent.stderr
+                page.wait_for("countParts() === 500", timeout=120)
+                assert page.evaluate("viewerParams.partsKeys") == ["Sent"]
+                # another user on the node: no page, no listing, no data, no Socket.IO
+                other = cluster.run_in(node, ["runuser", "-u", cluster.other_user, "--",
+                                              "/usr/bin/python3", "-c", OTHER_USER_FETCH, port])
+                codes = [line.rsplit(" ", 1)[1] for line in other.stdout.splitlines()]
+                assert codes == ["403"] * 5, (other.stdout, other.stderr)
+                assert page.evaluate("countParts()") == 500  # nothing reached the page
+            finally:
+                assert run.stop(signal.SIGINT) == 0, run.stderr_text
+            page.close()
+    finally:
+        cluster.ssh("login1", ["rm", "-rf", "--", str(cluster.home() / data),
+                               str(cluster.home() / f"{data}-static")], timeout=60)
