@@ -9,7 +9,8 @@ import click
 from fireflyhpc import validate as v
 from fireflyhpc.config import load_settings
 from fireflyhpc.signals import StopSignals
-from fireflyhpc.tunnel.build import HOPS, TunnelRequest, open_tunnel
+from fireflyhpc.tunnel.build import open_tunnel
+from fireflyhpc.tunnel.request import HOPS, TunnelRequest
 
 
 @click.command("tunnel")

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError
 from fireflyhpc.remote import target as tgt
+from fireflyhpc.remote.pipsteps import STAGE, cleanup, pip, upload
 from fireflyhpc.remote import wheels as wh
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,6 @@ def install_firefly(conn: Any, prefix: str, target: tgt.RemotePython, version: s
     Raises RemoteCommandError when pip fails there or Firefly is still missing
     afterwards, LocalError when the wheels cannot be fetched here.
     """
-    from fireflyhpc.remote.install import STAGE, _cleanup, _pip, _upload
-
     python, stage = posixpath.join(prefix, "bin", "python"), posixpath.join(prefix, STAGE)
     wanted = requirement(version)
     found = installed_firefly(conn, python)
@@ -69,17 +68,17 @@ def install_firefly(conn: Any, prefix: str, target: tgt.RemotePython, version: s
         return found, False
     if use_index:
         say(f"installing {wanted} from the cluster's package index")
-        _pip(conn, python, ["-m", "pip"], [wanted], isolated=False, what=f"installing {wanted}")
+        pip(conn, python, ["-m", "pip"], [wanted], isolated=False, what=f"installing {wanted}")
     else:
         say(f"fetching wheels of {wanted} for Python {target.version_text} here")
         files = wh.download_wheels([wanted], tgt.pip_target_args(target))
         try:
-            _upload(conn, files, stage, say)
+            upload(conn, files, stage, say)
             say(f"installing {wanted} on the cluster")
-            _pip(conn, python, ["-m", "pip"], ["--no-index", "--find-links", stage, wanted],
+            pip(conn, python, ["-m", "pip"], ["--no-index", "--find-links", stage, wanted],
                  isolated=True, what=f"installing {wanted}")
         finally:
-            _cleanup(conn, prefix, remove_venv=False)
+            cleanup(conn, prefix, remove_venv=False)
     found = installed_firefly(conn, python)
     if not found or (version and found != version):
         raise RemoteCommandError([python, "-c", "import firefly"], 1,

@@ -23,20 +23,19 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import psutil
 
 import fireflyhpc
-from fireflyhpc.errors import ConfigError, FireflyHPCError, RemoteCommandError, SSHError
+from fireflyhpc.errors import ConfigError, FireflyHPCError, RemoteCommandError
 from fireflyhpc.remote import target as tgt
 from fireflyhpc.remote import wheels as wh
+from fireflyhpc.remote.pipsteps import STAGE, cleanup, pip, upload
 
 log = logging.getLogger(__name__)
 
 MARKER = "fireflyhpc-install.json"
-STAGE = ".fireflyhpc-wheels"
 MARKER_FORMAT = 1
 LOCK_STALE_MINUTES = 15
 LOCK_WAIT_SECONDS = 900.0
@@ -44,7 +43,6 @@ INDEX_MODES = ("auto", "yes", "no")
 DEPS_MODES = ("payload", "all")
 _VERSION_LINE = re.compile(r"fireflyhpc, version (\S+)")
 # pip reads no config file: an upload install must see only the uploaded wheels.
-ISOLATED_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 @dataclass(frozen=True)
@@ -212,32 +210,6 @@ def _create_venv(conn: tgt.Runs, req: InstallRequest, prefix: str) -> None:
                                       "python3-venv package, or pick another --python")
 
 
-def _upload(conn: tgt.Runs, files: Sequence[Path], remote_dir: str, say: Say) -> list[str]:
-    """Copy ``files`` into ``remote_dir`` (created) through the SSH connection's stdin;
-    return the remote paths."""
-    conn.run(["mkdir", "-p", "--", remote_dir])
-    size = sum(f.stat().st_size for f in files)
-    say(f"uploading {len(files)} wheels ({size / 2**20:.1f} MiB)")
-    paths = []
-    for file in files:
-        remote = posixpath.join(remote_dir, file.name)
-        conn.write_file(remote, file.read_bytes())
-        paths.append(remote)
-    return paths
-
-
-def _pip(conn: tgt.Runs, python: str, pip: Sequence[str], args: Sequence[str],
-         isolated: bool, what: str) -> None:
-    env = ISOLATED_PIP_ENV if isolated else {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    argv = [python, *pip, "install", "--no-cache-dir", "--quiet", *args]
-    result = conn.run(argv, check=False, timeout=1800, env=env)
-    if result.exit_code != 0:
-        hint = None if isolated else "the cluster's package index may not have it; " \
-            "use --index no to upload wheels from this machine"
-        raise RemoteCommandError(argv, result.exit_code, result.stderr or result.stdout,
-                                 host=result.host or None, hint=hint or f"while {what}")
-
-
 def _index_has(conn: tgt.Runs, python: str, pip: Sequence[str], stage: str,
                version: str) -> bool:
     """Can the cluster's own package index deliver fireflyhpc==version? (quick, no retries)"""
@@ -257,7 +229,7 @@ def _install_packages(conn: tgt.Runs, req: InstallRequest, target: tgt.RemotePyt
     target_args = tgt.pip_target_args(target)
     say("fetching pip for the cluster's Python")
     pip_wheels = wh.download_wheels(["pip"], target_args)
-    (pip_remote,) = _upload(conn, [w for w in pip_wheels if w.name.startswith("pip-")][:1],
+    (pip_remote,) = upload(conn, [w for w in pip_wheels if w.name.startswith("pip-")][:1],
                             stage, say)
     bootstrap = [posixpath.join(pip_remote, "pip")]  # pip runs from its own wheel
     mode = req.index
@@ -269,21 +241,21 @@ def _install_packages(conn: tgt.Runs, req: InstallRequest, target: tgt.RemotePyt
         project = f"fireflyhpc=={fireflyhpc.__version__}"
         reqs = wh.select_requirements(_installed_requires(), target.markers, req.deps)
         say("installing from the cluster's package index")
-        _pip(conn, python, bootstrap, ["pip", *reqs], isolated=False, what="installing deps")
+        pip(conn, python, bootstrap, ["pip", *reqs], isolated=False, what="installing deps")
         deps = [] if req.deps == "all" else ["--no-deps"]
-        _pip(conn, python, ["-m", "pip"], [*deps, project], isolated=False, what=project)
+        pip(conn, python, ["-m", "pip"], [*deps, project], isolated=False, what=project)
         return "index"
     say("building the fireflyhpc wheel here")
     project_whl = wh.project_wheel()
     reqs = wh.select_requirements(project_whl.requires, target.markers, req.deps)
     say(f"fetching wheels for Python {target.version_text} ({target.platform}) here")
     dep_wheels = wh.download_wheels(reqs, target_args) if reqs else []
-    _upload(conn, [*dep_wheels, project_whl.path], stage, say)
+    upload(conn, [*dep_wheels, project_whl.path], stage, say)
     local = ["--no-index", "--find-links", stage]
     say("installing on the cluster")
-    _pip(conn, python, bootstrap, [*local, "pip", *reqs], isolated=True, what="installing deps")
+    pip(conn, python, bootstrap, [*local, "pip", *reqs], isolated=True, what="installing deps")
     deps = [] if req.deps == "all" else ["--no-deps"]
-    _pip(conn, python, ["-m", "pip"], [*local, *deps,
+    pip(conn, python, ["-m", "pip"], [*local, *deps,
                                        posixpath.join(stage, project_whl.path.name)],
          isolated=True, what="installing fireflyhpc")
     return "upload"
@@ -372,7 +344,7 @@ def _fresh_venv(conn: tgt.Runs, req: InstallRequest, target: tgt.RemotePython, p
                                     build if mode == "upload" else None))
         done = True
     finally:
-        _cleanup(conn, prefix, remove_venv=not done)
+        cleanup(conn, prefix, remove_venv=not done)
     return mode
 
 
@@ -391,24 +363,14 @@ def _refresh_project(conn: tgt.Runs, prefix: str, say: Say) -> str:
     stage = posixpath.join(prefix, STAGE)
     project_whl = wh.project_wheel()
     try:
-        (remote,) = _upload(conn, [project_whl.path], stage, say)
-        _pip(conn, python, ["-m", "pip"], ["--no-index", "--no-deps", "--force-reinstall",
+        (remote,) = upload(conn, [project_whl.path], stage, say)
+        pip(conn, python, ["-m", "pip"], ["--no-index", "--no-deps", "--force-reinstall",
                                            remote], isolated=True, what="updating fireflyhpc")
         _verify(conn, python, project_whl.version)
     finally:
-        _cleanup(conn, prefix, remove_venv=False)
+        cleanup(conn, prefix, remove_venv=False)
     return "refresh"
 
 
 def _covers(marker: dict[str, Any], deps: str) -> bool:
     return deps == "payload" or marker.get("deps") == "all"
-
-
-def _cleanup(conn: tgt.Runs, prefix: str, *, remove_venv: bool) -> None:
-    """Remove the upload stage (and the whole venv after a failure); never raises."""
-    path = prefix if remove_venv else posixpath.join(prefix, STAGE)
-    try:
-        conn.run(["rm", "-rf", "--", path], check=False, timeout=300)
-    except FireflyHPCError as exc:
-        log.warning("could not remove %s on the cluster: %s", path, exc)
-

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from fireflyhpc.errors import ConfigError, RemoteCommandError, ServerError, SSHError
-from fireflyhpc.scheduler import slurm
 from fireflyhpc.validate import PAYLOAD_APPS
 
 log = logging.getLogger(__name__)

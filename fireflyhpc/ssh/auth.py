@@ -17,7 +17,6 @@ from typing import Iterator, Sequence
 
 import paramiko
 
-from fireflyhpc import terminal
 from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
 from fireflyhpc.ssh.prompts import CallbackPrompter, Prompter, TerminalPrompter

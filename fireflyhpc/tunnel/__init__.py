@@ -6,7 +6,8 @@ of SSH; backends build its paths: :mod:`.openssh` (system ssh, fastest, default
 where installed) and :mod:`.paramiko_backend` (pure Python, portable).
 """
 
-from fireflyhpc.tunnel.build import TunnelRequest, open_tunnel
+from fireflyhpc.tunnel.build import open_tunnel
 from fireflyhpc.tunnel.engine import Tunnel
+from fireflyhpc.tunnel.request import TunnelRequest
 
 __all__ = ["Tunnel", "TunnelRequest", "open_tunnel"]

@@ -5,53 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from fireflyhpc import validate as v
-from fireflyhpc.config import SSH_BACKENDS as BACKENDS
-from fireflyhpc.errors import ConfigError
 from fireflyhpc.tunnel.engine import Connector, Path, Tunnel
 from fireflyhpc.tunnel.listener import Listener
+from fireflyhpc.tunnel.request import TunnelRequest
 
 log = logging.getLogger(__name__)
-
-HOPS = ("auto", "ssh", "direct")
-
-
-@dataclass(frozen=True)
-class TunnelRequest:
-    """What to forward: ``127.0.0.1:local_port`` -> ``node:remote_port`` via ``login``.
-
-    ``backend`` is the SSH backend (:data:`fireflyhpc.ssh.BACKENDS`) of the login
-    connections the tunnel opens itself. ``reuse``, a connection to ``login`` the
-    caller owns (:class:`fireflyhpc.ssh.Connection`), carries the tunnel instead:
-    the tunnel then rides whatever backend it has, asks nothing new, and leaves
-    it open when it closes.
-    """
-
-    node: str
-    remote_port: int
-    login: str
-    local_port: int = 0
-    hop: str = "auto"
-    backend: str = "auto"
-    ssh_config: str | None = None
-    accept_new_host_key: bool = False
-    reuse: Any = field(default=None, compare=False, repr=False)
-
-    def validated(self) -> TunnelRequest:
-        """Return self after checking every field; raises ConfigError (one line)."""
-        v.checked(v.host_name, self.node, "node")
-        v.host_spec(self.login, what="login host")
-        v.parse_port(self.remote_port, what="remote port")
-        v.parse_port(self.local_port, what="local port", allow_zero=True)
-        if self.hop not in HOPS:
-            raise ConfigError(f"hop must be one of {', '.join(HOPS)}, not {self.hop!r}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        return self
-
 
 def _login(req: TunnelRequest, cancel: threading.Event | None) -> tuple[Any, bool]:
     """The login connection for a new path and whether the path owns it: the caller's
@@ -133,4 +93,4 @@ def open_tunnel(req: TunnelRequest) -> Tunnel:
     return tunnel
 
 
-__all__ = ["BACKENDS", "HOPS", "TunnelRequest", "make_connector", "open_tunnel"]
+__all__ = ["make_connector", "open_tunnel"]

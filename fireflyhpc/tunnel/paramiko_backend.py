@@ -24,7 +24,7 @@ from fireflyhpc.tunnel.paramiko_path import (
 )
 
 if TYPE_CHECKING:
-    from fireflyhpc.tunnel.build import TunnelRequest
+    from fireflyhpc.tunnel.request import TunnelRequest
 
 log = logging.getLogger(__name__)
 
