@@ -7,9 +7,13 @@ Layers, bottom up (each module imports only those before it):
 - :mod:`~fireflyhpc.session.records`: per-user session records on disk (``status``).
 - :mod:`~fireflyhpc.session.jobs`: which job, waiting for it, how it ended (Slurm).
 - :mod:`~fireflyhpc.session.launch` and :mod:`~fireflyhpc.session.srun`: the payload
-  on the node, over SSH or as an srun job step; its lifeline.
+  on the node, over SSH or as an srun job step.
+- :mod:`~fireflyhpc.session.lifeline`: the session's hold on the server, which lets
+  a lost connection linger before the node ends things.
 - :mod:`~fireflyhpc.session.steps`: the job script and the payload spec (pure).
 - :mod:`~fireflyhpc.session.watch`: readiness through the tunnel, and the watch loop.
+- :mod:`~fireflyhpc.session.payload`: the payload steps of a Session (ssh, srun, auto,
+  reuse of a kept server).
 - :mod:`~fireflyhpc.session.core`: :class:`Session`, which owns every piece above.
 - :mod:`~fireflyhpc.session.api`: :func:`open_session` (CLI) and :func:`connect`
   (Python/Jupyter; reached as ``fireflyhpc.connect``).
