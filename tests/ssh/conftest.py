@@ -15,6 +15,7 @@ Every test gets a HOME of its own and no ssh-agent, so nothing reads the real ~/
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import os
 import pwd
 import secrets
@@ -22,13 +23,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from ssh_testutil import free_port, keygen
+from ssh_testutil import free_port, keygen, stop_process
 
 SSHD = "/usr/sbin/sshd"
 USERS = ("ffssh-key", "ffssh-2fa")
@@ -113,12 +115,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
         key_line = " ".join((base / "host_ed25519.pub").read_text().split()[:2])
         yield LoopbackSSHD(base, port, key_line, passwords, keys, process, limited_port)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         leftovers = _wait_no_processes(USERS)
         for user in USERS:
@@ -184,12 +181,7 @@ def cert_sshd(sshd: LoopbackSSHD) -> Iterator[CertSSHD]:
         _wait_listening(port, process, base / "sshd.log")
         yield CertSSHD(base, port, base / "host_ca.pub", base / "user_key", base / "plain_key")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         shutil.rmtree(base, ignore_errors=True)
 
@@ -218,6 +210,26 @@ def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
         except OSError:
             time.sleep(0.05)
     pytest.fail(f"sshd did not listen on port {port}: {log.read_text()}")
+
+
+@pytest.fixture
+def web() -> Iterator[int]:
+    """A local HTTP server answering "hello" (its port): the far end of a direct-hop tunnel."""
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(autouse=True)

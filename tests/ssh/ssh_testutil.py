@@ -141,3 +141,13 @@ def converse(argv: list[str], replies: list[tuple[bytes, bytes]],
         return -1, seen
     finally:
         os.close(fd)
+
+
+def stop_process(process: subprocess.Popen, grace: float = 10) -> None:  # type: ignore[type-arg]
+    """SIGTERM ``process``, wait up to ``grace`` s, then SIGKILL it; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

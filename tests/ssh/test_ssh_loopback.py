@@ -590,11 +590,10 @@ def test_concurrent_commands_wait_for_a_session_slot(sshd, make_config) -> None:
     assert sorted(results) == [f"{i}\n" for i in range(4)]
 
 
-def test_tunnel_rides_a_two_factor_connection_without_asking_again(make_config, sshd) -> None:
+def test_tunnel_rides_a_two_factor_connection_without_asking_again(make_config, sshd,
+                                                                    web) -> None:
     """What `connect` does when the login needed a code: the tunnel reuses that
     connection instead of logging in again, and leaves it open when it closes."""
-    import http.server
-    import threading
     import urllib.request
 
     from fireflyhpc.tunnel import TunnelRequest, open_tunnel
@@ -605,37 +604,21 @@ def test_tunnel_rides_a_two_factor_connection_without_asking_again(make_config, 
         calls.append(prompts[0][0])
         return [sshd.passwords["ffssh-2fa"]]
 
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"hello")
-
-        def log_message(self, *args) -> None:
-            pass
-
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
     config = make_config("ffssh-2fa")
-    try:
-        with open_target(config, prompter=CallbackPrompter(interactive=interactive)) as conn:
-            assert conn.authenticator.asked_user
-            request = TunnelRequest(node="127.0.0.1", remote_port=web.server_address[1],
-                                    login="target", hop="direct", ssh_config=str(config),
-                                    reuse=conn)
-            tunnel = open_tunnel(request)
-            try:
-                with urllib.request.urlopen(tunnel.url, timeout=30) as response:
-                    assert response.read() == b"hello"
-            finally:
-                tunnel.close()
-            assert conn.is_active(), "the session's own connection outlives its tunnel"
-            conn.run(["true"])
-    finally:
-        web.shutdown()
+    with open_target(config, prompter=CallbackPrompter(interactive=interactive)) as conn:
+        assert conn.authenticator.asked_user
+        request = TunnelRequest(node="127.0.0.1", remote_port=web,
+                                login="target", hop="direct", ssh_config=str(config),
+                                reuse=conn)
+        tunnel = open_tunnel(request)
+        try:
+            with urllib.request.urlopen(tunnel.url, timeout=30) as response:
+                assert response.read() == b"hello"
+        finally:
+            tunnel.close()
+        assert conn.is_active(), "the session's own connection outlives its tunnel"
+        conn.run(["true"])
     assert calls == ["Password: "], "one answer for the whole session"
-
 
 def test_keys_alone_ask_nothing(make_config, sshd) -> None:
     with open_target(make_config("ffssh-key")) as conn:

@@ -4,7 +4,6 @@ ControlMaster, certificates, HostKeyAlias, and what is left after close and SIGK
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import secrets
@@ -79,26 +78,6 @@ def live_user_master(make_config, sshd) -> Iterator[Path]:
     yield config
     ssh_cmd(config, "-O", "exit", "target")
     shutil.rmtree(sockets, ignore_errors=True)
-
-
-@pytest.fixture
-def web() -> Iterator[int]:
-    """A local HTTP server answering "hello": (host, port) for a direct-hop tunnel."""
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"hello")
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def fetch_through_tunnel(conn, config: Path, port: int) -> str:
