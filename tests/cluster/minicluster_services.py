@@ -247,6 +247,10 @@ def remove_files(layout: Layout) -> None:
             path.unlink(missing_ok=True)
     for path in (layout.ssh_config, layout.known_hosts, layout.env_file):
         path.unlink(missing_ok=True)
+    # Run folders are named after Slurm job ids, which a new bench hands out from 1
+    # again: an old run's folder would pass for a new job's.
+    for user in layout.users:
+        shutil.rmtree(Path(layout.home(user)) / ".fireflyhpc" / "run", ignore_errors=True)
 
 
 def component_pids(layout: Layout) -> dict[str, int | None]:

@@ -37,6 +37,7 @@ class Live:
     node: str
     remote_port: int
     server_pid: int
+    session_id: str
 
     def ok(self, timeout: float = 5) -> bool:
         try:
@@ -45,13 +46,21 @@ class Live:
             return False
 
 
-def start(bench, *args: str) -> Live:  # type: ignore[no-untyped-def]
-    run = bench.connect(*args)
+def start(bench, *args: str, ssh: str = "auto", tmp_path: Path | None = None) -> Live:  # type: ignore[no-untyped-def]
+    """A connect session through the bench profile; ``ssh`` picks the SSH backend."""
+    config = None
+    if ssh != "auto":
+        assert tmp_path is not None
+        config = tmp_path / "fireflyhpc.toml"  # the profile is the file's last table
+        config.write_text(bench.config.read_text().rstrip("\n") + f'\nssh = "{ssh}"\n')
+    run = bench.connect(*args, config=config)
     port, token = url_parts(run.wait_url())
+    children = {p.name() for p in psutil.Process(run.proc.pid).children(recursive=True)}
+    assert ("ssh" in children) == (ssh == "auto"), (ssh, children)  # the backend in use
     record = next(s for s in bench.sessions() if s["local_port"] == port)
     (server,) = bench.payloads(record["job_id"])
     return Live(run, port, token, record["job_id"], record["node"], record["remote_port"],
-                server.pid)
+                server.pid, record["id"])
 
 
 def recovery(live: Live, what: str, since: float | None, timeout: float = 120) -> float:
@@ -83,8 +92,7 @@ def assert_same_session(bench, live: Live) -> None:  # type: ignore[no-untyped-d
 
 
 def run_folder(bench, live: Live) -> Path:  # type: ignore[no-untyped-def]
-    (folder,) = (bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{live.job_id}-*")
-    return folder
+    return bench.cluster.home() / ".fireflyhpc" / "run" / f"{live.job_id}-{live.session_id}"
 
 
 def generation(bench, live: Live) -> str:  # type: ignore[no-untyped-def]
@@ -104,8 +112,9 @@ def stop_tree(pids: list[int], sig: int) -> None:
             pass
 
 
-def test_link_down_20_s_then_connect_stopped_45_s(bench) -> None:  # type: ignore[no-untyped-def]
-    live = start(bench)
+@pytest.mark.parametrize("ssh", ["auto", "paramiko"])  # auto: OpenSSH, where it is
+def test_link_down_20_s_then_connect_stopped_45_s(bench, ssh: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench, ssh=ssh, tmp_path=tmp_path)
     try:
         waited: list[bool] = []
         with bench.cluster.link_down() as outage:
@@ -148,8 +157,9 @@ def test_link_down_90_s(bench) -> None:  # type: ignore[no-untyped-def]
         end(live, bench)
 
 
-def test_login_sshd_restarted(bench) -> None:  # type: ignore[no-untyped-def]
-    live = start(bench)
+@pytest.mark.parametrize("ssh", ["auto", "paramiko"])
+def test_login_sshd_restarted(bench, ssh: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench, ssh=ssh, tmp_path=tmp_path)
     try:
         before = generation(bench, live)
         bench.cluster.restart_sshd(bench.cluster.login_host, sessions_of=live.run.proc.pid)
