@@ -19,9 +19,10 @@ import fireflyhpc
 from fireflyhpc import validate
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import FireflyHPCError
+from fireflyhpc.remote.checks import FAIL, PASS, SKIP, WARN, Check, error_text
+from fireflyhpc.remote.doctor_node import check_forwarding, check_node_ssh, pick_node
 from fireflyhpc.remote.target import MIN_PYTHON, with_setup
 
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo")
 MIN_FREE_MIB = 200  # a payload venv with its wheels needs ~60 MiB
 LOW_FREE_MIB = 1024
@@ -50,16 +51,6 @@ print(json.dumps(info))
 
 
 @dataclass(frozen=True)
-class Check:
-    """One line of the report: what was checked, how it went, and what to do."""
-
-    name: str
-    status: str  # pass | warn | fail | skip
-    detail: str
-    hint: str | None = None
-
-
-@dataclass(frozen=True)
 class DoctorRequest:
     """What to check: resolved settings of a cluster profile and how to reach it."""
 
@@ -78,10 +69,6 @@ def render(check: Check, marks: tuple[str, str, str] = ("✓", "!", "✗")) -> s
     if check.hint and check.status in (WARN, FAIL):
         line += f"  -> {check.hint}"
     return line
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, FireflyHPCError) else f"{type(exc).__name__}: {exc}"
 
 
 # -- the login node ---------------------------------------------------------------------
@@ -138,7 +125,7 @@ def open_login(req: DoctorRequest) -> tuple[Check, Any]:
                                accept_new_host_key=req.accept_new_host_key,
                                backend=req.settings.ssh)
     except FireflyHPCError as exc:
-        text = _error_text(exc)
+        text = error_text(exc)
         hint = ("fix the host key first (see above)" if "host key" in text.lower() else
                 f"check that `ssh {req.login}` works: User and IdentityFile in ssh_config, "
                 "your key loaded in ssh-agent")
@@ -174,7 +161,7 @@ def check_partitions(conn: Any, settings: ResolvedSettings) -> tuple[Check, list
     try:
         partitions = Scheduler(runner, where=conn.spec.alias).partitions()
     except FireflyHPCError as exc:
-        return Check("partitions", FAIL, _error_text(exc)), []
+        return Check("partitions", FAIL, error_text(exc)), []
     names = [p.name + ("*" if p.default else "") for p in partitions]
     if not partitions:
         return Check("partitions", FAIL, "sinfo shows none", hint="ask the admins which "
@@ -260,88 +247,6 @@ def _version_check(info: Mapping[str, Any], settings: ResolvedSettings, install:
     return Check("fireflyhpc on the cluster", PASS, f"{remote} (same as here)")
 
 
-# -- the compute node --------------------------------------------------------------------
-
-def pick_node(conn: Any, settings: ResolvedSettings, partitions: list[Any]) -> str | None:
-    """An idle node of the profile's partition (else any node of it), or None."""
-    argv = ["sinfo", "-h", "-N", "-t", "idle", "-o", "%N"]
-    if settings.partition:
-        argv += ["-p", settings.partition]
-    result = conn.run(with_setup(settings.setup, argv), check=False, timeout=60)
-    candidates = result.stdout.split() if result.exit_code == 0 else []
-    for part in partitions:
-        if not settings.partition and part.default or part.name == settings.partition:
-            candidates += list(part.nodes)
-    for name in candidates:
-        try:
-            return str(validate.host_name(name))
-        except ValueError:
-            continue
-    return None
-
-
-def check_forwarding(conn: Any, node: str) -> Iterator[Check]:
-    """TCP login -> node:22 and a direct-tcpip channel, in one attempt: read sshd's banner."""
-    from fireflyhpc.ssh import ChannelOpenError
-
-    tcp, fwd = "TCP login -> node", "port forwarding"
-    try:
-        channel = conn.open_channel_to(node, 22, timeout=15)
-    except ChannelOpenError as exc:
-        if exc.code == 0:  # no reason given (the user's own ssh master keeps its log)
-            by_shell = _tcp_by_shell(conn, node)
-            yield by_shell
-            if by_shell.status == PASS:
-                yield Check(fwd, FAIL, f"{conn.spec.alias} refuses a forwarded channel to "
-                            f"{node}:22 it can reach itself: {exc.reason}",
-                            hint="the login node's sshd may forbid TCP forwarding; ask the "
-                                 "admins for AllowTcpForwarding")
-            return
-        if exc.code == 1:
-            yield _tcp_by_shell(conn, node)
-            yield Check(fwd, FAIL, f"{conn.spec.alias} refuses forwarded channels: {exc.reason}",
-                        hint="the login node's sshd forbids TCP forwarding; ask the admins "
-                             "for AllowTcpForwarding")
-            return
-        yield Check(tcp, FAIL, _error_text(exc), hint="the node's sshd may be down or "
-                    "firewalled from the login node; try another node")
-        yield Check(fwd, PASS, "allowed (the login node tried to connect)")
-        return
-    try:
-        channel.settimeout(10)
-        banner = channel.recv(255).decode("ascii", "replace").strip()
-    except OSError:
-        banner = ""
-    finally:
-        channel.close()
-    yield Check(tcp, PASS, f"{conn.spec.alias} reaches {node} port 22"
-                + (f" ({banner.splitlines()[0]})" if banner else ""))
-    yield Check(fwd, PASS, f"direct-tcpip channel to {node}:22 opened")
-
-
-def _tcp_by_shell(conn: Any, node: str) -> Check:
-    script = 'exec 3<>"/dev/tcp/$1/22"'
-    result = conn.run(["timeout", "10", "bash", "-c", script, "bash", node], check=False,
-                      timeout=30)
-    if result.exit_code == 0:
-        return Check("TCP login -> node", PASS, f"{conn.spec.alias} reaches {node} port 22")
-    return Check("TCP login -> node", FAIL, f"{conn.spec.alias} cannot reach {node} port 22",
-                 hint="the node's sshd may be down or firewalled; try another node")
-
-
-def check_node_ssh(conn: Any, node: str, settings: ResolvedSettings) -> Check:
-    """SSH from the login node to ``node`` (what launch = "ssh" needs)."""
-    try:
-        with conn.connect_to(node) as node_conn:
-            name = node_conn.run(["hostname"], timeout=30).stdout.strip()
-    except FireflyHPCError as exc:
-        status = WARN if settings.launch == "srun" else FAIL
-        return Check("SSH to compute node", status, f"{node}: {_error_text(exc)}",
-                     hint="many clusters allow SSH to a node only while you have a job "
-                          "there; otherwise set launch = \"srun\" in the profile")
-    return Check("SSH to compute node", PASS, f"{node} (hostname {name})")
-
-
 # -- the home directory ------------------------------------------------------------------
 
 def check_home_space(conn: Any) -> Check:
@@ -394,7 +299,7 @@ def _guard(name: str, step: Callable[[], Check]) -> Check:
     try:
         return step()
     except FireflyHPCError as exc:
-        return Check(name, FAIL, _error_text(exc))
+        return Check(name, FAIL, error_text(exc))
 
 
 def _remote_checks(conn: Any, settings: ResolvedSettings) -> Iterator[Check]:
@@ -402,12 +307,12 @@ def _remote_checks(conn: Any, settings: ResolvedSettings) -> Iterator[Check]:
     try:
         part_check, partitions = check_partitions(conn, settings)
     except FireflyHPCError as exc:
-        part_check, partitions = Check("partitions", FAIL, _error_text(exc)), []
+        part_check, partitions = Check("partitions", FAIL, error_text(exc)), []
     yield part_check
     try:
         yield from python_checks(conn, settings)
     except FireflyHPCError as exc:
-        yield Check("remote python", FAIL, _error_text(exc))
+        yield Check("remote python", FAIL, error_text(exc))
     node = pick_node(conn, settings, partitions) if partitions else None
     if node is None:
         for name in ("TCP login -> node", "port forwarding", "SSH to compute node"):
@@ -416,6 +321,6 @@ def _remote_checks(conn: Any, settings: ResolvedSettings) -> Iterator[Check]:
         try:
             yield from check_forwarding(conn, node)
         except FireflyHPCError as exc:
-            yield Check("port forwarding", FAIL, _error_text(exc))
+            yield Check("port forwarding", FAIL, error_text(exc))
         yield _guard("SSH to compute node", lambda: check_node_ssh(conn, node, settings))
     yield _guard("home space", lambda: check_home_space(conn))
