@@ -53,7 +53,9 @@ def _squeue(bench, job_id: str) -> str:  # type: ignore[no-untyped-def]
                              user=bench.cluster.space_user).stdout.strip()
 
 
-@pytest.mark.parametrize("launch", ["ssh", "srun"])
+# srun only: the bench's ssh_config names node1/node2 for its main user, so an ssh hop
+# from the login node would log in to the node as that user, not this one.
+@pytest.mark.parametrize("launch", ["srun"])
 def test_connect_for_a_user_whose_home_has_a_space(  # type: ignore[no-untyped-def]
         bench, space_python: str, tmp_path: Path, launch: str) -> None:
     run = bench.connect(config=_config(bench, tmp_path, space_python, launch))
