@@ -117,8 +117,11 @@ def test_users_master_no_question_and_it_outlives_a_sigkill(bench, otp_login, us
     """No terminal and no prompter: any question would fail the run. connect rides the
     user's master; SIGKILLed, it leaves that master alive and usable, and the lifeline
     on the node still ends the payload and the job."""
+    # --linger 0: a killed connect's server and job end as soon as the node notices
+    # (the grace period itself is test_connect_faults.py's)
     argv = [sys.executable, "-m", "fireflyhpc", "--ssh-config", str(user_master), "--config",
-            str(otp_config(bench, tmp_path)), "connect", "--cluster", "mini", "--no-browser"]
+            str(otp_config(bench, tmp_path)), "connect", "--cluster", "mini", "--no-browser",
+            "--linger", "0"]
     run = ConnectRun(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, env=bench.env(), stdin=subprocess.DEVNULL,
                                       start_new_session=True))
