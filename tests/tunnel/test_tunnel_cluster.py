@@ -46,14 +46,14 @@ def test_login_given_as_user_at_host_colon_port(cluster, start_tunnel, addr_serv
     (OpenSSH gets -p PORT user@alias, not a host called alias:port)."""
     login = f"{cluster.user}@{cluster.login_host}:22"
     tunnel = start_tunnel("node1", str(addr_server.port), "--login", login, "--hop", "direct",
-                          "--backend", backend)
+                          ssh=backend)
     status, body, _ = http_get(tunnel.url, "/hello", addr_server.token)
     assert status == 200 and body.decode().endswith(f" as {cluster.user}\n")
     assert tunnel.stop() == 0
     # The port given is the one dialled: nothing listens on login1's port 2.
     done = run_tunnel(cluster, "node1", str(addr_server.port), "--login",
                       f"{cluster.user}@{cluster.login_host}:2", "--hop", "direct",
-                      "--backend", backend)
+                      ssh=backend)
     assert done.returncode == 4 and "port 2" in done.stderr, done.stderr
 
 
