@@ -108,10 +108,14 @@ def check_control(mux_prefix: list[str], timeout: float = 5.0) -> bool:
     return done.returncode == 0
 
 
-# Runs ssh ("$@") under a guard that reads our end of a pipe: if this process dies,
-# even by SIGKILL, the pipe reads EOF and the guard ends ssh, then removes the control
-# socket and, once no other master's socket is left, the private directory with the
-# askpass files. Exits with ssh's status when ssh exits by itself.
+# Runs ssh ("$@") under a guard that reads our end of a pipe. The guard's shell exits
+# with ssh's status when ssh exits. Its watcher, a background part, stays until the
+# pipe has something to say: a line "close" (Master.close: end ssh, nothing else; the
+# private directory is the caller's) or EOF without one (this process died, even by
+# SIGKILL): then it ends ssh, removes the control socket and, once no other master's
+# socket is left, the private directory with the askpass files. A master that dies by
+# itself (a lost link, a restarted sshd) thus leaves the directory in place, and a
+# reconnect binds its new socket there.
 # (A background list's stdin is /dev/null in sh, hence fd 3. Ctrl-C is ours to handle:
 # the guard and ssh ignore SIGINT, and we close them in order.)
 _GUARD = r"""
@@ -119,19 +123,24 @@ trap '' INT
 exec 3<&0
 "$@" </dev/null 3<&- &
 ssh=$!
-{ read -r _ <&3; kill -TERM "$ssh" 2>/dev/null; } &
-guard=$!
+{
+    cue=
+    read -r cue <&3
+    kill -TERM "$ssh" 2>/dev/null
+    [ "$cue" = close ] && exit 0
+    while kill -0 "$ssh" 2>/dev/null; do sleep 0.1; done
+    rm -f -- "$FIREFLYHPC_CONTROL"
+    dir=${FIREFLYHPC_CONTROL%/*}
+    for other in "$dir"/ctl-*; do
+        [ -e "$other" ] && exit 0
+    done
+    rm -f -- "$dir/askpass" "$dir/askpass.sock"
+    rmdir -- "$dir"
+} </dev/null >/dev/null 2>&1 &
 exec 3<&-
 status=0
 wait "$ssh" || status=$?
-kill "$guard" 2>/dev/null
 rm -f -- "$FIREFLYHPC_CONTROL"
-dir=${FIREFLYHPC_CONTROL%/*}
-for other in "$dir"/ctl-*; do
-    [ -e "$other" ] && exit "$status"
-done
-rm -f -- "$dir/askpass" "$dir/askpass.sock"
-rmdir -- "$dir" 2>/dev/null
 exit "$status"
 """
 
@@ -268,7 +277,15 @@ class Master:
     def close(self) -> None:
         """Terminate the master (and with it its connection); idempotent."""
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()  # the guard's cue: SIGTERM to ssh
+            try:  # the guard's cue: SIGTERM to ssh, the private directory left to us
+                self.proc.stdin.write(b"close\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # ssh ignores SIGTERM: kill it and its guard

@@ -112,10 +112,9 @@ def stop_tree(pids: list[int], sig: int) -> None:
             pass
 
 
-# These faults run on the paramiko backend: with the OpenSSH backend (the default) the
-# session does not yet come back from a dropped link or an sshd restart (a known gap,
-# README "Network loss, sleep and reconnects").
-@pytest.mark.parametrize("ssh", ["paramiko"])
+# The faults that cut the control connection run on both backends: OpenSSH (the
+# default) and the paramiko fallback.
+@pytest.mark.parametrize("ssh", ["auto", "paramiko"])
 def test_link_down_20_s_then_connect_stopped_45_s(bench, ssh: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     live = start(bench, ssh=ssh, tmp_path=tmp_path)
     try:
@@ -141,8 +140,9 @@ def test_link_down_20_s_then_connect_stopped_45_s(bench, ssh: str, tmp_path: Pat
         end(live, bench)
 
 
-def test_link_down_90_s(bench, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    live = start(bench, ssh="paramiko", tmp_path=tmp_path)
+@pytest.mark.parametrize("ssh", ["auto", "paramiko"])
+def test_link_down_90_s(bench, ssh: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    live = start(bench, ssh=ssh, tmp_path=tmp_path)
     try:
         with bench.cluster.link_down() as outage:
             down_at = time.monotonic()
@@ -160,7 +160,7 @@ def test_link_down_90_s(bench, tmp_path: Path) -> None:  # type: ignore[no-untyp
         end(live, bench)
 
 
-@pytest.mark.parametrize("ssh", ["paramiko"])
+@pytest.mark.parametrize("ssh", ["auto", "paramiko"])
 def test_login_sshd_restarted(bench, ssh: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     live = start(bench, ssh=ssh, tmp_path=tmp_path)
     try:

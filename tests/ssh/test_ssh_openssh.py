@@ -363,6 +363,25 @@ def test_sigkill_ends_our_master_and_its_directory(make_config) -> None:
         "the guard removes the private directory"
 
 
+def test_a_master_lost_by_itself_leaves_the_directory_to_the_reconnect(make_config) -> None:
+    """A lost link or a restarted sshd ends our master's ssh: its guard leaves the
+    private directory (the askpass relay and the next control socket live there), so
+    the reconnect binds; close then removes it."""
+    config = make_config()
+    with open_connection("target", ssh_config=str(config), backend="openssh") as conn:
+        workdir = Path(conn.control).parent
+        assert conn.master is not None
+        (ssh,) = [p for p in psutil.Process(conn.master.proc.pid).children() if p.name() == "ssh"]
+        ssh.terminate()  # what ServerAlive does to ssh on a dead path
+        assert wait_for(lambda: not conn.is_active())
+        conn.reconnect()
+        assert conn.run(["echo", "back"]).stdout == "back\n"
+        assert Path(conn.control).parent == workdir
+        conn.reconnect()  # closing a live master on purpose keeps the directory too
+        assert conn.run(["true"]).exit_code == 0
+    assert not workdir.exists()
+
+
 def test_sigkill_leaves_the_users_master_alive_and_ends_the_remote_process(
         live_user_master) -> None:
     marker = "ffssh-holder-" + secrets.token_hex(4)
