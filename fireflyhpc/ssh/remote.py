@@ -1,15 +1,20 @@
 """Remote commands: the ONE place where argv becomes a shell string, and their results.
 
 sshd hands the command string to the user's login shell, so every argv is joined
-with :func:`shlex.join` here and nowhere else. The login shell must understand
-POSIX single quotes (sh, bash, zsh, ksh, dash); fish and csh mis-read arguments
-holding backslashes, ``!`` or newlines. Environment variables are passed as an
+with :func:`shlex.join` here and nowhere else (:func:`posix_command`). That text is
+read alike by sh, bash, zsh, ksh and dash, and by csh, tcsh and fish as long as it
+holds no newline, ``!`` or backslash (csh expands ``!`` and refuses a newline inside
+single quotes; fish reads ``\\`` and ``\'`` there as escapes). Many HPC users keep
+tcsh as their login shell, so :func:`build_command`, what is sent, hands any other
+command to ``sh`` as base64: ``exec sh -c 'eval "$(echo B64 | base64 -d)"'``, words
+every one of those shells reads the same way. Environment variables are passed as an
 ``env K=V ...`` prefix (sshd's AcceptEnv is usually closed), which makes them
 visible in ``ps``: never put secrets there, send them on stdin or in a 0600 file.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,6 +23,8 @@ from typing import Mapping, Sequence
 from fireflyhpc.errors import RemoteCommandError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What csh/tcsh or fish read differently from sh, even inside single quotes.
+_NOT_EVERY_SHELL = re.compile(r"[\n\r!\\]")
 
 
 class RemoteTimeoutError(RemoteCommandError):
@@ -40,8 +47,9 @@ class Result:
         return self.exit_code == 0
 
 
-def build_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """Quote ``argv`` (with an ``env K=V`` prefix for ``env``) into one shell command string.
+def posix_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Quote ``argv`` (with an ``env K=V`` prefix for ``env``) into one POSIX shell
+    command (pure; also what logs show).
 
     Raises ValueError for an empty argv, a non-string item or a bad variable name.
     """
@@ -57,6 +65,17 @@ def build_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
             prefix.append(f"{name}={value}")
         prefix.insert(0, "env")
     return shlex.join(prefix + list(argv))
+
+
+def build_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The command string to send to sshd for ``argv`` (pure): :func:`posix_command`
+    where every login shell reads it alike, else that text run by ``sh`` from base64
+    (see the module doc). Raises ValueError as :func:`posix_command` does."""
+    text = posix_command(argv, env)
+    if not _NOT_EVERY_SHELL.search(text):
+        return text
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return f"exec sh -c 'eval \"$(echo {encoded} | base64 -d)\"'"
 
 
 # Writes stdin to "$1" atomically, 0600 from creation (the data never is an argument).

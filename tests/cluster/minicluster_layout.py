@@ -46,7 +46,7 @@ class Layout:
     dir: Path
     user: str = "ffuser"
     other_user: str = "ffother"
-    space_user: str = "ffspace"  # a user whose home path has a space in it
+    space_user: str = "ffspace"  # home path with a space in it, tcsh as login shell
     default_partition: str = "debug"
     small_partition: str = "short"
     small_partition_node: str = "node2"
@@ -94,6 +94,11 @@ class Layout:
     def home(self, user: str) -> str:
         """``user``'s home directory (shared by every host)."""
         return "/home/ff space" if user == self.space_user else f"/home/{user}"
+
+    def login_shell(self, user: str) -> str:
+        """``user``'s login shell: tcsh for the space user (as many HPC users have;
+        sshd runs every command string with it), else bash."""
+        return "/usr/bin/tcsh" if user == self.space_user else "/bin/bash"
 
     def host_suffix(self, user: str) -> str:
         """What the laptop's ssh_config appends to a host name to log in as ``user``."""

@@ -24,6 +24,7 @@ REQUIRED = {
     "slurmctld": "slurmctld", "slurmd": "slurmd", "sinfo": "slurm-client",
     "sbatch": "slurm-client", "unshare": "util-linux", "setpriv": "util-linux",
     "useradd": "passwd", "sysctl": "procps", "scontrol": "slurm-client", "unmunge": "munge",
+    "tcsh": "tcsh",
 }
 
 
@@ -43,19 +44,20 @@ def install_packages(packages: list[str]) -> None:
 
 # -- users and keys ---------------------------------------------------------------------
 
-def ensure_user(name: str, home: str) -> pwd.struct_passwd:
-    """Create the unprivileged user ``name`` with home ``home`` unless it exists."""
+def ensure_user(name: str, home: str, shell: str) -> pwd.struct_passwd:
+    """Create the unprivileged user ``name`` with home ``home`` and login shell
+    ``shell`` unless it exists (the shell is set either way)."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
         run(["useradd", "--create-home", "--home-dir", home, "--user-group", "--shell",
-             "/bin/bash", name])
+             shell, name])
         pw = pwd.getpwnam(name)
     if pw.pw_dir != home:
         raise BenchError(f"user {name} exists with home {pw.pw_dir}, not {home}")
     # sshd without PAM refuses a locked account ("!"); "*" means: keys only.
-    run(["usermod", "-p", "*", name])
-    return pw
+    run(["usermod", "-p", "*", "--shell", shell, name])
+    return pwd.getpwnam(name)
 
 
 def keygen(path: Path, comment: str) -> str:
@@ -75,7 +77,7 @@ def chown_tree(path: Path, pw: pwd.struct_passwd) -> None:
 
 def setup_user(layout: Layout, name: str, cluster_known_hosts: str) -> None:
     """Keys for ``name``: one for the laptop (in the bench dir), one inside the cluster."""
-    pw = ensure_user(name, layout.home(name))
+    pw = ensure_user(name, layout.home(name), layout.login_shell(name))
     laptop_pub = keygen(layout.key(name), f"{name}@laptop (minicluster)")
     os.chmod(layout.key(name), 0o600)
     ssh_dir = Path(pw.pw_dir) / ".ssh"

@@ -69,13 +69,14 @@ def test_other_user_logs_in_with_its_own_key_only(cluster) -> None:
     assert "Permission denied" in wrong.stderr
 
 
-def test_space_user_has_a_home_with_a_space_on_every_host(cluster) -> None:
+def test_space_user_has_a_home_with_a_space_and_tcsh_on_every_host(cluster) -> None:
     for host in cluster.hosts:
-        proc = cluster.ssh(host, ["sh", "-c", 'id -un; printf "%s\\n" "$HOME"; pwd'],
+        proc = cluster.ssh(host, ["sh", "-c", 'id -un; printf "%s\\n" "$HOME"; pwd; '
+                                  'getent passwd "$(id -un)" | cut -d: -f7'],
                            user=cluster.space_user)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines() == [cluster.space_user, "/home/ff space",
-                                            "/home/ff space"]
+                                            "/home/ff space", "/usr/bin/tcsh"]
     assert cluster.home(cluster.space_user) == Path("/home/ff space")
 
 

@@ -1,5 +1,6 @@
-"""A cluster user whose home directory path has a space in it (`/home/ff space`):
-remote-install, then connect with setup lines, over ssh and with srun."""
+"""A cluster user whose home directory path has a space in it (`/home/ff space`) and
+whose login shell is tcsh (sshd runs every command with it): remote-install, then
+connect with setup lines, with srun."""
 
 from __future__ import annotations
 

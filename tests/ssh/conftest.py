@@ -33,7 +33,9 @@ import pytest
 from ssh_testutil import free_port, keygen, stop_process
 
 SSHD = "/usr/sbin/sshd"
-USERS = ("ffssh-key", "ffssh-2fa")
+USERS = ("ffssh-key", "ffssh-2fa", "ffssh-tcsh", "ffssh-fish")
+# Login shells other than bash, as many HPC users have (sshd runs commands with them).
+LOGIN_SHELLS = {"ffssh-tcsh": "/usr/bin/tcsh", "ffssh-fish": "/usr/bin/fish"}
 
 
 def _require_root_sshd() -> None:
@@ -70,10 +72,13 @@ class LoopbackSSHD:
 
 
 def _make_user(name: str, password: str) -> None:
+    shell = LOGIN_SHELLS.get(name, "/bin/bash")
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        subprocess.run(["useradd", "--create-home", "--shell", shell, name], check=True)
+    else:
+        subprocess.run(["usermod", "--shell", shell, name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
 
 
@@ -98,7 +103,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
         f"AuthorizedKeysFile {base}/authorized_keys/%u\n"
         f"PidFile {base}/sshd.pid\n"
         "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication yes\n"
-        "StrictModes no\nPrintMotd no\nAllowUsers ffssh-key ffssh-2fa\n"
+        f"StrictModes no\nPrintMotd no\nAllowUsers {' '.join(USERS)}\n"
         "AllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
         "Match User ffssh-2fa\n  AuthenticationMethods publickey,keyboard-interactive\n"
         # A second port where only one session per connection is allowed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fireflyhpc.errors import SSHError
 from fireflyhpc.ssh.config import HostSpec
 from fireflyhpc.ssh.wire import PREFERRED_CIPHERS, prefer
 from fireflyhpc.ssh.hostkeys import HostKeyChecker, fingerprint, known_keys
-from fireflyhpc.ssh.remote import build_command
+from fireflyhpc.ssh.remote import build_command, posix_command
 
 ED_B64 = "AAAAC3NzaC1lZDI1NTE5AAAAIIgFLw6/pjeEdO0UX3plnayamcugy+O/Org4IHwhVfGK"
 
@@ -24,18 +25,40 @@ ED_B64 = "AAAAC3NzaC1lZDI1NTE5AAAAIIgFLw6/pjeEdO0UX3plnayamcugy+O/Org4IHwhVfGK"
     (["echo", "$(id)", "x\ny"], None, "echo '$(id)' 'x\ny'"),
     (["run"], {"A": "1 2", "B_C": ""}, "env 'A=1 2' B_C= run"),
 ])
-def test_build_command_golden(argv, env, expected) -> None:
-    command = build_command(argv, env)
+def test_posix_command_golden(argv, env, expected) -> None:
+    command = posix_command(argv, env)
     assert command == expected
     prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
     assert shlex.split(command) == prefix + argv
 
 
-def test_build_command_through_a_real_shell() -> None:
-    hostile = ["a'; echo foo", "$(id)", "`id`", "x\ny", "\\", "*", "", "!x", "~"]
-    out = subprocess.run(["sh", "-c", build_command(["printf", "%s\\0", *hostile])],
-                         capture_output=True, text=True, check=True).stdout
-    assert out.split("\0")[:-1] == hostile
+def test_build_command_sends_plain_text_where_every_shell_reads_it_alike() -> None:
+    plain = ["squeue", "-o", "%i|%T|%N", "-j", "4", "$(id)", "a'b", "é"]
+    assert build_command(plain) == posix_command(plain)
+    for word in ("x\ny", "!bang", "back\\slash", "cr\r"):
+        wrapped = build_command(["echo", word])
+        assert wrapped.startswith("exec sh -c 'eval \"$(echo ") and wrapped.endswith(
+            " | base64 -d)\"'")
+        assert "\n" not in wrapped and "!" not in wrapped and "\\" not in wrapped
+
+
+HOSTILE = ["a'; echo foo", "$(id)", "`id`", "x\ny", "\\", "back\\slash", "*", "", "!x", "~",
+           "$HOME", '"dq"', "tab\there", "é ü", "{a,b}", "%1", "=x", "a\\'b", "\\n"]
+LOGIN_SHELLS = ["sh", "dash", "bash", "zsh", "ksh", "fish", "tcsh", "csh"]
+
+
+@pytest.mark.parametrize("shell", LOGIN_SHELLS)
+def test_build_command_through_every_login_shell(shell: str) -> None:
+    """sshd runs the command with the user's login shell: ``SHELL -c COMMAND``."""
+    path = shutil.which(shell)
+    assert path is not None, f"{shell} is not installed (tests/install-deps installs it)"
+    for argv, env in ((["printf", "%s\\0", *HOSTILE], None),
+                      (["printf", "%s\\0", "plain", "a'b", "$(id)"], None),
+                      (["sh", "-c", 'printf "%s\\0" "$A" "$B"'], {"A": "x\ny!", "B": "$(id)"})):
+        out = subprocess.run([path, "-c", build_command(argv, env)], capture_output=True,
+                             text=True, timeout=30, env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+        expected = argv[2:] if env is None else list(env.values())
+        assert out.stdout.split("\0")[:-1] == expected, (shell, out.stderr)
 
 
 @pytest.mark.parametrize("argv, env", [([], None), ("echo hi", None), (["echo", 1], None),
