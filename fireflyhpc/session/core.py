@@ -112,6 +112,7 @@ class Session(PayloadSteps):
             lambda: self._choose_job(script, progress),
             lambda: self._start_payload(progress),
             lambda: self._open_forward(progress),
+            self._confirm_hold,
             self.record,
         ]
         try:
@@ -176,6 +177,11 @@ class Session(PayloadSteps):
         wait_http_ok(base, self.token if enforced else None,
                      stop=self.stop_requested.is_set, any_answer=not enforced)
         self.url = token_url(base, self.token if enforced else None)
+
+    def _confirm_hold(self) -> None:
+        """Wait for the node to confirm the lifeline started with the payload."""
+        if self._lifeline is not None:
+            self._lifeline.confirm()
 
     # -- recording ------------------------------------------------------------------------
     def record(self, *, detached: bool = False) -> SessionRecord:
@@ -257,6 +263,8 @@ class Session(PayloadSteps):
         self._lifeline.drop()  # kept (ended) until a new one holds: then we try again
         try:
             self._attach(self.node_conn())
+            assert self._lifeline is not None
+            self._lifeline.confirm()
         except ServerError:
             self._lifeline = None
             return False

@@ -242,34 +242,52 @@ class Holder(Protocol):
 class Lifeline:
     """This session's hold on the server; see the module doc.
 
-    Raises ServerError when the server has already ended, SSHError (or
-    RemoteTimeoutError) when the node could not be reached or did not answer.
+    Creating one starts the lifeline and sends the token; :meth:`confirm` waits for
+    the node's answer, so that a caller can do other work meanwhile (connect opens
+    its tunnel). Until confirmed, the hold is not certain.
     """
 
     def __init__(self, conn: Holder, server: RemoteServer, *, token: str, linger: int,
-                 job_id: str, cancel_job: bool, timeout: float = ATTACH_TIMEOUT) -> None:
+                 job_id: str, cancel_job: bool) -> None:
         self.server = server
         self.linger = linger
         self.generation = secrets.token_hex(8)
+        self.confirmed = False
         argv = lifeline_argv(server, linger=linger, generation=self.generation, job_id=job_id,
                              cancel_job=cancel_job)
         self._held = conn.start(argv)
         try:
             self._held.write((token + "\n").encode())
+        except BaseException:
+            self._held.close()
+            raise
+
+    def confirm(self, timeout: float = ATTACH_TIMEOUT) -> None:
+        """Wait for the node to say that this lifeline holds the server (idempotent).
+
+        Raises ServerError when the server has already ended, SSHError (or
+        RemoteTimeoutError) when the node could not be reached or did not answer; the
+        lifeline is closed then.
+        """
+        if self.confirmed:
+            return
+        node = self.server.node
+        try:
             raw = self._held.readline(timeout)
         except BaseException:
             self._held.close()
             raise
         if raw is None:
             self._held.close()
-            raise SSHError(f"the lifeline on {server.node} did not answer within {timeout:g} s")
+            raise SSHError(f"the lifeline on {node} did not answer within {timeout:g} s")
         answer = raw.decode("utf-8", "replace").rstrip("\n") if raw else None
         if answer != "attached":
             self._held.close()
             if answer == "gone":
-                raise ServerError(f"the payload server on {server.node} has ended")
-            raise SSHError(f"the lifeline on {server.node} did not start ({answer!r})")
-        log.debug("lifeline %s holds the server on %s", self.generation, server.node)
+                raise ServerError(f"the payload server on {node} has ended")
+            raise SSHError(f"the lifeline on {node} did not start ({answer!r})")
+        self.confirmed = True
+        log.debug("lifeline %s holds the server on %s", self.generation, node)
 
     def attached(self) -> bool:
         """True while the lifeline runs and its connection looks up (a dead link may

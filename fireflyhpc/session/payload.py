@@ -107,7 +107,9 @@ class PayloadSteps:
         self._attach(conn)
 
     def _attach(self, conn: Any) -> None:
-        """Hold the server with a new lifeline on ``conn`` (see :mod:`.lifeline`)."""
+        """Hold the server with a new lifeline on ``conn`` (see :mod:`.lifeline`); its
+        :meth:`~.lifeline.Lifeline.confirm` is the caller's (connect's opening confirms it
+        once the tunnel answers, so the node's answer and the tunnel overlap)."""
         assert self._server is not None and self.job_id is not None
         self._lifeline = lifeline.Lifeline(conn, self._server, token=self.token,
                                            linger=self.settings.linger, job_id=self.job_id,

@@ -53,8 +53,10 @@ def alive(server: RemoteServer) -> bool:
 
 def hold(runner: LocalRunner, server: RemoteServer, *, linger: int = 2,
          cancel: bool = True) -> lifeline.Lifeline:
-    return lifeline.Lifeline(runner, server, token=TOKEN, linger=linger, job_id=JOB,
-                             cancel_job=cancel, timeout=20)
+    held = lifeline.Lifeline(runner, server, token=TOKEN, linger=linger, job_id=JOB,
+                             cancel_job=cancel)
+    held.confirm(timeout=20)
+    return held
 
 
 def files(runner: LocalRunner, server: RemoteServer) -> set[str]:
