@@ -3,7 +3,7 @@
 ``s2firefly NODE`` runs ``ssh -t -L P:localhost:P LOGIN ssh -L P:localhost:P NODE``
 so that ``http://localhost:P/`` on the laptop reaches port P on the compute node's
 loopback. The node argument is checked inside the function, by the rule of
-:func:`fireflyhpc.validate.host_name` (letters, digits, ``_ . -``, not starting with
+:func:`fireflyhpc.hostspec.host_name` (letters, digits, ``_ . -``, not starting with
 ``-`` or ``.``, no ``..``), before it goes anywhere near the login node's shell. A
 login with a port (``user@host:2222``) becomes ``-p 2222 user@host``. :func:`render_function` is pure; :func:`install` puts the text into the
 shell's rc file inside a marked block that a later install replaces.
@@ -20,13 +20,14 @@ from fireflyhpc import __version__
 from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.fsutil import atomic_write
+from fireflyhpc.hostspec import HOST_NAME_CHARS, HOST_NAME_FIRST, host_spec
 
 SHELLS = ("bash", "zsh", "fish")
 DEFAULT_NAME = "s2firefly"
 DEFAULT_PORT = 5500  # Firefly's own default port
-# The node check inside the generated functions: validate.host_name's character sets
+# The node check inside the generated functions: hostspec.host_name's character sets
 # (its 253-character limit is left to the login node).
-_FIRST, _CHARS = v.HOST_NAME_FIRST, v.HOST_NAME_CHARS
+_FIRST, _CHARS = HOST_NAME_FIRST, HOST_NAME_CHARS
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class AliasSpec:
     def checked(self) -> "AliasSpec":
         """This spec with every field validated; ConfigError naming the bad one."""
         v.checked(v.function_name, self.name, "--name")
-        v.host_spec(self.login, what="login")
+        host_spec(self.login, what="login")
         v.checked(v.port, self.port, "--port")
         if self.ssh_config is not None and ("\n" in self.ssh_config or "\0" in self.ssh_config):
             raise ConfigError("--ssh-config: expected a path on one line")
@@ -70,7 +71,7 @@ def _ssh_words(spec: AliasSpec, *, fish: bool) -> tuple[str, str]:
     outer = ["ssh"]
     if spec.ssh_config:
         outer += ["-F", q(spec.ssh_config)]
-    login = v.host_spec(spec.login, what="login").ssh_args()  # user@host:port: -p PORT
+    login = host_spec(spec.login, what="login").ssh_args()  # user@host:port: -p PORT
     outer += ["-t", "-L", forward, *(q(word) for word in login), "ssh", "-L", forward]
     return " ".join(outer), f"http://localhost:{spec.port}/"
 

@@ -23,6 +23,7 @@ import platformdirs
 
 from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.settings import validators as setting_validators
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,19 +32,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_FILE_NAME = "config.toml"
 
-# The SSH backends (fireflyhpc.ssh.choose_backend), from the value rules: the payload
-# side can validate a profile without loading the SSH stack.
-SSH_BACKENDS = v.SSH_BACKENDS
-
 # Every key a [clusters.NAME] table may hold, with the validator of its value
-# (from the one table, fireflyhpc.validate.SETTINGS).
-PROFILE_KEYS: dict[str, v.Validator] = v.validators(
+# (from the one table, fireflyhpc.settings.SETTINGS).
+PROFILE_KEYS: dict[str, v.Validator] = setting_validators(
     "login", "scheduler", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
     "gpus", "setup", "python", "hop", "linger", "port_range", "template", "payload", "launch",
     "job_name", "ssh")
 
 # Settings that only exist on the command line (never in a profile).
-FLAG_ONLY_KEYS: dict[str, v.Validator] = v.validators("local_port")
+FLAG_ONLY_KEYS: dict[str, v.Validator] = setting_validators("local_port")
 
 # Built-in defaults: the lowest layer. None means "leave it to the cluster".
 DEFAULTS: dict[str, Any] = {

@@ -5,23 +5,17 @@ Each validator takes a raw value (from TOML, a flag, an environment variable or 
 ``--set KEY=VALUE``) and returns it normalized, or raises :class:`ValueError` whose
 text says what was expected. :func:`checked` turns that into a one-line
 :class:`~fireflyhpc.errors.ConfigError` naming where the value came from; nothing
-here knows about files.
+here knows about files. :func:`port` is the one TCP port parser (:func:`parse_port`
+its one-line-error form).
 
-:data:`SETTINGS` is the one table from a setting's name to its validator: the keys of
-a cluster profile, the flag-only settings and the job-template placeholders all
-take their validators from it (:func:`validators`).
-
-:func:`host_spec` is the one parser of a login host as users write it (``host``,
-``user@host``, ``host:port``, ``user@host:port``, ``[::1]:22`` or an ssh_config
-alias); :func:`port` the one TCP port parser; :func:`host_name` the one host/node
-name check.
+Built on these: :mod:`fireflyhpc.hostspec` (host names and login hosts as users
+write them) and :mod:`fireflyhpc.settings` (the one table from a setting's name to
+its validator).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from fireflyhpc.errors import ConfigError
@@ -31,13 +25,6 @@ Validator = Callable[[Any], Any]
 # Slurm accepts more characters in partition/account names than this, but these are
 # what real sites use and they are safe both on an #SBATCH line and in a shell.
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
-# A host or compute node name, an IPv4 address or an ssh_config alias: what may stand
-# unquoted in a remote shell and never reads as an option. The two character sets are
-# also what the generated shell functions check (fireflyhpc.aliases).
-HOST_NAME_FIRST = "A-Za-z0-9_"
-HOST_NAME_CHARS = "A-Za-z0-9_.-"
-_HOST_NAME = re.compile(rf"[{HOST_NAME_FIRST}][{HOST_NAME_CHARS}]{{0,252}}")
-_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONSTRAINT = re.compile(r"[A-Za-z0-9_\[(][A-Za-z0-9_.&|,*\[\]()!:-]{0,255}")
 _MEMORY = re.compile(r"([0-9]{1,9})([KMGTkmgt]?)")
@@ -57,14 +44,15 @@ _TIME_FORMS = (
 TIME_EXPECTED = "a Slurm time limit like 30, 1:30:00 or 2-00:00:00"
 
 
-def _text(value: Any, what: str) -> str:
+def require_text(value: Any, what: str) -> str:
+    """``value`` if it is a string, else ValueError ``"expected WHAT, got TYPE"``."""
     if not isinstance(value, str):
         raise ValueError(f"expected {what}, got {type(value).__name__}")
     return value
 
 
 def _match(regex: re.Pattern[str], value: Any, what: str) -> str:
-    text = _text(value, what)
+    text = require_text(value, what)
     if not regex.fullmatch(text):
         raise ValueError(f"expected {what}")
     return text
@@ -73,29 +61,6 @@ def _match(regex: re.Pattern[str], value: Any, what: str) -> str:
 def slurm_name(value: Any) -> str:
     """A partition, account, QOS or job name: letters, digits, ``_ . + -``."""
     return _match(_SLURM_NAME, value, "a name of letters, digits and _ . + - (at most 64)")
-
-
-def host_name(value: Any) -> str:
-    """A host or compute node name, an IPv4 address or an ssh_config alias: letters,
-    digits and ``_ . -``, not starting with ``-`` or ``.``, no ``..``, at most 253
-    characters. Safe unquoted in a remote shell and on an ssh command line."""
-    text = _text(value, "a host name")
-    problem = _host_name_problem(text)
-    if problem:
-        raise ValueError(f"expected a host name: {problem}")
-    return text
-
-
-def _host_name_problem(text: str) -> str | None:
-    """What is wrong with ``text`` as a host name, or None."""
-    if not text:
-        return "the name is empty"
-    bad = sorted({ch for ch in text if not (ch.isascii() and (ch.isalnum() or ch in "_.-"))})
-    if bad:
-        return "these characters are not allowed: " + " ".join(repr(ch) for ch in bad)
-    if not _HOST_NAME.fullmatch(text) or ".." in text:
-        return "letters, digits and _ . - only, not starting with - or ., at most 253"
-    return None
 
 
 def template_name(value: Any) -> str:
@@ -127,7 +92,7 @@ def slurm_time(value: Any) -> str:
     """A Slurm time limit; integers are taken as minutes. Returns Slurm's text form."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    text = _text(value, TIME_EXPECTED)
+    text = require_text(value, TIME_EXPECTED)
     for form in _TIME_FORMS:
         match = form.fullmatch(text)
         if match:
@@ -169,7 +134,7 @@ def duration(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0
-    text = _text(value, DURATION_EXPECTED).strip()
+    text = require_text(value, DURATION_EXPECTED).strip()
     if text == "0":
         return 0
     match = _DURATION.fullmatch(text)
@@ -191,7 +156,7 @@ def memory(value: Any) -> str:
     """Slurm memory: a number with an optional K/M/G/T suffix (default unit M)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    text = _text(value, "memory like 4G or 500M")
+    text = require_text(value, "memory like 4G or 500M")
     match = _MEMORY.fullmatch(text)
     if not match:
         raise ValueError("expected memory like 4G or 500M")
@@ -294,7 +259,7 @@ def shell_lines(value: Any) -> list[str]:
 def python_command(value: Any) -> str:
     """The remote interpreter: an absolute path (spaces and other characters allowed:
     it is only ever passed as one quoted argument) or a command name found on PATH."""
-    text = _text(value, "an absolute path or a command name like python3")
+    text = require_text(value, "an absolute path or a command name like python3")
     if _COMMAND_NAME.fullmatch(text):
         return text
     if text.startswith("/") and len(text) <= 4096 and text.isprintable():
@@ -311,8 +276,8 @@ PAYLOAD_APPS = ("auto", "builtin", "firefly", "firefly-flask")
 def payload(value: Any) -> str:
     """``auto``, ``builtin``, ``firefly``, ``firefly-flask`` or a command line containing
     ``{port}``."""
-    text = _text(value, "'auto', 'builtin', 'firefly', 'firefly-flask' or a command "
-                 "containing {port}")
+    text = require_text(value, "'auto', 'builtin', 'firefly', 'firefly-flask' or a "
+                        "command containing {port}")
     if text in PAYLOAD_APPS:
         return text
     if "{port}" not in text or "\n" in text or "\0" in text:
@@ -326,139 +291,6 @@ def one_line(value: Any) -> str:
     if not isinstance(value, str) or "\n" in value or "\r" in value or "\0" in value:
         raise ValueError("expected one line of text")
     return value
-
-
-# -- where a host is ---------------------------------------------------------------------
-
-HOST_SPEC_EXPECTED = "[user@]host[:port] or an ssh_config alias"
-
-
-@dataclass(frozen=True)
-class HostTarget:
-    """A login host as the user wrote it, split: ``host`` (a name, an ssh_config alias
-    or an IP address, IPv6 without brackets), and the ``user`` and ``port`` given with
-    it (None when not given: ssh_config or the defaults decide)."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    @property
-    def destination(self) -> str:
-        """``user@host`` or ``host``: the destination argument of the ssh command."""
-        return self.host if self.user is None else f"{self.user}@{self.host}"
-
-    def ssh_args(self) -> list[str]:
-        """The ssh command line's words for this target: ``[-p PORT] DESTINATION``."""
-        return (["-p", str(self.port)] if self.port is not None else []) + [self.destination]
-
-    def __str__(self) -> str:
-        """The target written back as ``[user@]host[:port]`` (``[IPv6]:port``)."""
-        user = "" if self.user is None else f"{self.user}@"
-        if self.port is None:
-            return user + self.host
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{user}{host}:{self.port}"
-
-
-def _ipv6(text: str) -> str:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        raise ValueError(f"expected {HOST_SPEC_EXPECTED}; {text!r} is not an IPv6 "
-                         "address") from None
-    return text
-
-
-def _host_target(value: Any) -> HostTarget:
-    """:func:`host_spec`'s parser, raising ValueError (a validator)."""
-    text = _text(value, HOST_SPEC_EXPECTED)
-    rest = text.removeprefix("ssh://")
-    user, at, hostport = rest.rpartition("@")
-    if at and not _USER.fullmatch(user):
-        raise ValueError(f"expected {HOST_SPEC_EXPECTED}; {user!r} is not a user name")
-    port_text: str | None = None
-    if hostport.startswith("["):  # [IPv6] or [IPv6]:port
-        inner, closed, tail = hostport[1:].partition("]")
-        if not closed or (tail and not tail.startswith(":")):
-            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; an IPv6 address goes in "
-                             "brackets: [::1]:22")
-        host = _ipv6(inner)
-        port_text = tail[1:] if tail else None
-    elif hostport.count(":") > 1:  # a bare IPv6 address: no port can follow
-        host = _ipv6(hostport)
-    else:
-        host, colon, after = hostport.partition(":")
-        port_text = after if colon else None
-        problem = _host_name_problem(host)
-        if problem:
-            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; host name: {problem}")
-    number = None
-    if port_text is not None:
-        try:
-            number = port(port_text)
-        except ValueError as exc:
-            raise ValueError(f"expected {HOST_SPEC_EXPECTED}; the port: {exc}") from None
-    return HostTarget(host=host, user=user if at else None, port=number)
-
-
-def host_spec(text: Any, *, what: str = "host") -> HostTarget:
-    """Parse a login host as users write it: ``host``, ``user@host``, ``host:port``,
-    ``user@host:port``, an ssh_config alias, or an IPv6 address (``[::1]:22``, or bare
-    ``::1`` without a port); ``ssh://`` in front is allowed, as ssh allows it.
-
-    Raises a one-line ConfigError naming ``what`` for anything else (spaces, shell
-    characters, a leading ``-``, an empty part, a bad port).
-    """
-    target: HostTarget = checked(_host_target, text, what)
-    return target
-
-
-def login_host(value: Any) -> str:
-    """A login host (:func:`host_spec`'s forms), returned as written."""
-    _host_target(value)
-    return str(value)
-
-
-# The SSH backends: "auto" (OpenSSH where it can multiplex, else paramiko), or either.
-SSH_BACKENDS = ("auto", "openssh", "paramiko")
-
-
-# -- the one table of settings -----------------------------------------------------------
-
-# Every named setting (a cluster profile's keys, the flag-only settings and the job
-# template placeholders) with the validator of its value.
-SETTINGS: dict[str, Validator] = {
-    "login": login_host,
-    "scheduler": choice("slurm"),
-    "cluster": cluster_name,
-    "partition": slurm_name,
-    "account": slurm_name,
-    "qos": slurm_name,
-    "constraint": constraint,
-    "time": slurm_time,
-    "cpus": positive_int,
-    "mem": memory,
-    "gpus": count,
-    "setup": shell_lines,
-    "python": python_command,
-    "hop": choice("auto", "ssh", "direct"),
-    "linger": duration,
-    "port_range": port_range,
-    "template": template_name,
-    "payload": payload,
-    "launch": choice("auto", "ssh", "srun"),
-    "ssh": choice(*SSH_BACKENDS),
-    "job_name": slurm_name,
-    "local_port": local_port,
-    "output": output_path,
-    "workdir": one_line,
-}
-
-
-def validators(*names: str) -> dict[str, Validator]:
-    """``{name: validator}`` from :data:`SETTINGS` for ``names``, in that order."""
-    return {name: SETTINGS[name] for name in names}
 
 
 def checked(validator: Validator, value: Any, where: str) -> Any:

@@ -18,8 +18,8 @@ from typing import Sequence
 import click
 
 from fireflyhpc import __version__
-from fireflyhpc.config import SSH_BACKENDS
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
+from fireflyhpc.settings import SSH_BACKENDS
 
 # Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
 COMMAND_MODULES: list[str] = ["serve", "export", "tunnel", "config_cmd", "templates_cmd", "alias_cmd", "status_cmd", "connect_cmd", "remote_cmd"]

@@ -8,9 +8,10 @@ import click
 
 from fireflyhpc import validate as v
 from fireflyhpc.config import load_settings
+from fireflyhpc.settings import HOPS
 from fireflyhpc.signals import StopSignals
 from fireflyhpc.tunnel.build import open_tunnel
-from fireflyhpc.tunnel.request import HOPS, TunnelRequest
+from fireflyhpc.tunnel.request import TunnelRequest
 
 
 @click.command("tunnel")

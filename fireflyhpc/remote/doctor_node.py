@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from fireflyhpc import validate
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import FireflyHPCError
+from fireflyhpc.hostspec import host_name
 from fireflyhpc.remote.checks import FAIL, PASS, WARN, Check, error_text
 from fireflyhpc.remote.target import with_setup
 
@@ -24,7 +24,7 @@ def pick_node(conn: Any, settings: ResolvedSettings, partitions: list[Any]) -> s
             candidates += list(part.nodes)
     for name in candidates:
         try:
-            return str(validate.host_name(name))
+            return str(host_name(name))
         except ValueError:
             continue
     return None

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from fireflyhpc import validate as v
 from fireflyhpc.errors import SchedulerError
+from fireflyhpc.hostspec import host_name
 from fireflyhpc.scheduler.nodelist import expand_nodelist
 
 SEP = "|"
@@ -157,7 +157,7 @@ def squeue_argv(job_ids: Iterable[str] = (), *, user: str | None = None, me: boo
     elif me:
         argv.append("--me")
     if nodes:
-        argv += ["-w", ",".join(v.host_name(n) for n in nodes)]
+        argv += ["-w", ",".join(host_name(n) for n in nodes)]
     if states:
         bad = [s for s in states if not re.fullmatch(r"[A-Za-z_]{1,20}", s)]
         if bad:
@@ -191,7 +191,7 @@ def srun_step_argv(job_id: str, node: str, *, error_file: str,
     (``--overlap``: beside whatever the job runs); the task's argv follows it. No
     stdin, stdout discarded, stderr to ``error_file``."""
     return ["srun", f"--jobid={_job_ids([job_id])[0]}", "--overlap", "--nodes=1",
-            "--ntasks=1", f"--nodelist={v.host_name(node)}", "--input=none",
+            "--ntasks=1", f"--nodelist={host_name(node)}", "--input=none",
             "--output=/dev/null", f"--error={error_file}", f"--job-name={name}"]
 
 

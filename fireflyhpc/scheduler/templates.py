@@ -29,15 +29,16 @@ from fireflyhpc import validate as v
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.resources import shipped_dir
+from fireflyhpc.settings import validators
 
 SUFFIX = ".sbatch"
 DEFAULT_OUTPUT = "fireflyhpc-%j.out"
 
 
 # Every placeholder a template may use, and how its value is checked (from the one
-# table, fireflyhpc.validate.SETTINGS: a placeholder and the profile key of the same
+# table, fireflyhpc.settings.SETTINGS: a placeholder and the profile key of the same
 # name accept the same values). ``workdir`` is free text: it is always quoted.
-PLACEHOLDERS: dict[str, v.Validator] = v.validators(
+PLACEHOLDERS: dict[str, v.Validator] = validators(
     "cluster", "job_name", "partition", "account", "qos", "constraint", "time", "cpus", "mem",
     "gpus", "output", "workdir", "python", "setup")
 _LINES_KINDS = {"setup"}

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from fireflyhpc import validate as v
 from fireflyhpc.errors import ConfigError, SchedulerError
+from fireflyhpc.hostspec import host_name
 from fireflyhpc.scheduler import Backoff, JobInfo, Scheduler, StartEstimate
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def end_message(job_id: str, job: JobInfo | None, time_left: float | None) -> st
 def check_node(node: str) -> str:
     """``node`` if it is a plain node name; ConfigError (one line) otherwise."""
     try:
-        return v.host_name(node)
+        return host_name(node)
     except ValueError as exc:
         raise ConfigError(f"node {node!r}: {exc}") from None
 

@@ -4,7 +4,7 @@
 ``Host``, ``Match`` and the ``%`` tokens of ``IdentityFile``), after inlining
 ``Include`` lines, which paramiko ignores. :func:`resolve_host` is pure given a
 parsed config: it turns ``alias`` (or ``user@host:port``, any form that
-:func:`fireflyhpc.validate.host_spec` accepts) into a frozen :class:`HostSpec`, with
+:func:`fireflyhpc.hostspec.host_spec` accepts) into a frozen :class:`HostSpec`, with
 its ``ProxyJump`` chain resolved into hops.
 
 Known approximations of OpenSSH: an ``Include`` inside a ``Host``/``Match``
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireflyhpc.errors import ConfigError
-from fireflyhpc.validate import host_spec, parse_port
+from fireflyhpc.hostspec import host_spec
+from fireflyhpc.validate import parse_port
 
 if TYPE_CHECKING:  # parsing needs paramiko; HostSpec and the helpers do not
     import paramiko
@@ -167,7 +168,7 @@ def _inline_text(text: str, base_dir: Path, depth: int) -> str:
 def resolve_host(config: paramiko.SSHConfig, target: str, *,
                  inherit: HostSpec | None = None) -> HostSpec:
     """Resolve ``target`` (an alias or ``[user@]host[:port]``, see
-    :func:`fireflyhpc.validate.host_spec`) into a HostSpec.
+    :func:`fireflyhpc.hostspec.host_spec`) into a HostSpec.
 
     User and port given in ``target`` win over the config, like on ssh's command
     line. ProxyJump hops are resolved through the same config. With ``inherit``

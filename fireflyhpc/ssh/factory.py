@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.settings import SSH_BACKENDS as BACKENDS
 from fireflyhpc.ssh.prompts import Prompter
 from fireflyhpc.ssh.config import HostSpec
 from fireflyhpc.ssh.master import can_multiplex, find_ssh, has_terminal, ssh_version

@@ -16,8 +16,8 @@ import subprocess
 from typing import Mapping, Sequence
 
 from fireflyhpc.errors import ConfigError, SSHError
+from fireflyhpc.hostspec import host_spec
 from fireflyhpc.ssh.config import GLOBAL_KNOWN_HOSTS, HostSpec
-from fireflyhpc.validate import host_spec
 from fireflyhpc.ssh.master import OpenSSHOptions, check_control
 
 Options = Mapping[str, Sequence[str]]
@@ -30,7 +30,7 @@ _MAX_JUMP_DEPTH = 16
 def destination_args(target: str) -> list[str]:
     """``ssh`` arguments for ``[ssh://][user@]host[:port]`` (pure): ``[-l U] [-p P] -- HOST``.
 
-    Raises ConfigError for anything :func:`fireflyhpc.validate.host_spec` refuses.
+    Raises ConfigError for anything :func:`fireflyhpc.hostspec.host_spec` refuses.
     """
     given = host_spec(target, what="SSH destination")
     args = ["-l", given.user] if given.user else []

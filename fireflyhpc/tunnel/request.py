@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fireflyhpc import validate as v
-from fireflyhpc.config import SSH_BACKENDS as BACKENDS
 from fireflyhpc.errors import ConfigError
-
-HOPS = ("auto", "ssh", "direct")
+from fireflyhpc.hostspec import host_name, host_spec
+from fireflyhpc.settings import HOPS, SSH_BACKENDS
+from fireflyhpc.validate import checked, parse_port
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,16 @@ class TunnelRequest:
 
     def validated(self) -> TunnelRequest:
         """Return self after checking every field; raises ConfigError (one line)."""
-        v.checked(v.host_name, self.node, "node")
-        v.host_spec(self.login, what="login host")
-        v.parse_port(self.remote_port, what="remote port")
-        v.parse_port(self.local_port, what="local port", allow_zero=True)
+        checked(host_name, self.node, "node")
+        host_spec(self.login, what="login host")
+        parse_port(self.remote_port, what="remote port")
+        parse_port(self.local_port, what="local port", allow_zero=True)
         if self.hop not in HOPS:
             raise ConfigError(f"hop must be one of {', '.join(HOPS)}, not {self.hop!r}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend not in SSH_BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(SSH_BACKENDS)}, "
+                              f"not {self.backend!r}")
         return self
 
 
-__all__ = ["BACKENDS", "HOPS", "TunnelRequest"]
+__all__ = ["TunnelRequest"]

@@ -19,7 +19,7 @@ from connect_testutil import check_golden, one_error_line, run_cli
 from fireflyhpc import aliases
 from fireflyhpc.aliases import AliasSpec
 from fireflyhpc.errors import ConfigError
-from fireflyhpc.validate import host_name
+from fireflyhpc.hostspec import host_name
 
 SHELLS = ("bash", "zsh", "fish")
 SPEC = AliasSpec(login="login1", port=5601, ssh_config="/etc/ff dir/ssh_config")
@@ -102,7 +102,7 @@ NODE_NAMES = ["node1", "n_2", "_n", "gpu-01.ib", "10.1.2.3", "a.b.", "n-", "", "
 @pytest.mark.parametrize("shell", SHELLS)
 def test_shell_node_check_agrees_with_host_name(shell: str, tmp_path: Path,
                                                 recording_ssh: Path) -> None:
-    """The generated functions check nodes by the one host-name rule of validate."""
+    """The generated functions check nodes by the one host-name rule (hostspec.host_name)."""
     for node in NODE_NAMES:
         try:
             host_name(node)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fireflyhpc.errors import ConfigError
+from fireflyhpc.hostspec import host_spec
 from fireflyhpc.ssh.config import (GLOBAL_KNOWN_HOSTS, HostSpec, config_path, parse_config_text,
                                    read_config, resolve_host)
-from fireflyhpc.validate import host_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOME = "/home/tester"
