@@ -29,7 +29,9 @@ With Firefly's own app only (see :mod:`fireflyhpc.server.firefly`):
 
 ``/_frame`` (POST) and ``/_frame/<key>/<any URL above>``
     A notebook frame's ticket and key (:mod:`fireflyhpc.server.frames`): the
-    whole layout again under a per-frame path prefix.
+    whole layout again under a per-frame path prefix (with ``--app
+    firefly-flask``, Firefly's pages and Socket.IO too, but not its routes for
+    Python: :data:`fireflyhpc.server.firefly_flask.PYTHON_ONLY`).
 
 Paths that leave a served directory (``..``, encoded or not, symlinks pointing
 out, absolute paths, hidden files) and directories give 404: there are no

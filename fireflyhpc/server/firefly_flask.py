@@ -20,6 +20,18 @@ same objects are imported and served by the payload instead:
   does ``/userdata/`` (where a loaded folder's files are fetched), and
   turns ``native_browse`` (a folder dialog on the server's display, which could
   pick anything) into a message pointing at the list.
+- :func:`prefix_aware_pages` makes Firefly's pages open Socket.IO (and post to
+  ``/stream_input``) under the path prefix they were loaded from. Firefly's
+  scripts address both from the server's root, which a notebook frame
+  (``/_frame/<key>/``, see :mod:`fireflyhpc.server.frames`) cannot use: it has
+  no cookie there, and its key lives in the path. The frame gate moves the key
+  out of the path before Firefly's app sees ``/socket.io/``, so the frame's
+  polling requests and websocket upgrade are let in by its key like any other
+  request of the frame, and refused (403) without it. Socket.IO's own origin
+  check still applies: the notebook page (another origin) gets no handshake.
+- A frame key grants what Firefly's page uses, not the routes meant for Python
+  (:data:`PYTHON_ONLY`: data and settings pushed or pulled by a script); those
+  need the token itself.
 - :class:`GreenLoop` serves it with eventlet's WSGI server, which speaks
   websockets and is what Firefly's handlers are written for (they wait on
   eventlet events and timeouts). Loopback only, no reloader.
@@ -45,6 +57,8 @@ from urllib.parse import parse_qs
 from fireflyhpc.datasets import Dataset, contained_path, is_inside
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.server import auth
+from fireflyhpc.server.files import SECURITY_HEADERS
+from fireflyhpc.server.frames import relative_to
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,49 @@ OWN_PATHS = ("/datasets.json",)
 
 NATIVE_REFUSED = ("A folder dialog is not offered by this server: "
                   "choose one of the served folders from the list.")
+
+# Firefly's routes for Python on the user's side (Reader.sendDataViaFlask, the
+# settings and selection exchange); Firefly's pages never request them, so a
+# notebook frame's key does not open them.
+PYTHON_ONLY = ("/data_input", "/get_settings", "/post_settings", "/get_selected_data")
+
+# Firefly's templates include "_extra_head.html" in their <head> when it exists
+# (its hook for site additions). Ours runs before Firefly's scripts and points the
+# two URLs they take from the server's root at this page's own prefix instead:
+# Socket.IO's path (set on every io() call that names none) and the frames the
+# viewer posts to /stream_input. `root` is the app's root relative to the page.
+PAGE_HEAD = """<script>
+(function () {
+  "use strict";
+  var root = new URL({{ fireflyhpc_root|tojson }}, location.href).pathname;
+  var socketPath = root + {{ fireflyhpc_socket|tojson }};
+  var streamInput = root + "stream_input";
+  function withPath(lookup) {
+    function io(uri, opts) {
+      if (uri !== null && typeof uri === "object") { opts = uri; uri = undefined; }
+      opts = Object.assign({}, opts);
+      if (!opts.path) opts.path = socketPath;
+      return lookup(uri, opts);
+    }
+    Object.assign(io, lookup);
+    io.io = io.connect = io;
+    return io;
+  }
+  var current;
+  Object.defineProperty(window, "io", {
+    configurable: true, enumerable: true,
+    get: function () { return current; },
+    set: function (value) { current = typeof value === "function" ? withPath(value) : value; }
+  });
+  var open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url) {
+    var args = Array.prototype.slice.call(arguments);
+    if (args[1] === "/stream_input") args[1] = streamInput;
+    return open.apply(this, args);
+  };
+})();
+</script>
+"""
 
 
 def firefly_server() -> Any:
@@ -159,12 +216,34 @@ def confine(server: Any, datasets: Sequence[Dataset]) -> None:
     socketio.on("native_browse", namespace=namespace)(native_browse)
 
 
+def prefix_aware_pages(server: Any) -> None:
+    """Make Firefly's pages open Socket.IO, and post streamed frames, under the
+    path prefix they were loaded from (see :data:`PAGE_HEAD`): a notebook
+    frame's ``/_frame/<key>/``, a proxy's route, or none.
+
+    It changes Firefly's module-level app: call it once per process."""
+    from flask import request
+    from jinja2 import ChoiceLoader, DictLoader
+
+    app = server.app
+    socket_path = app.wsgi_app.engineio_path.lstrip("/")  # "socket.io/"
+    app.jinja_loader = ChoiceLoader([DictLoader({"_extra_head.html": PAGE_HEAD}),
+                                     app.jinja_loader])
+
+    @app.context_processor
+    def _page_root() -> dict[str, str]:
+        return {"fireflyhpc_root": relative_to(request.path or "/", "/"),
+                "fireflyhpc_socket": socket_path}
+
+
 class FireflyDispatch:
     """WSGI: authenticated requests to Firefly's app, the rest to the payload's own.
 
     ``own`` must be the payload's app with :func:`fireflyhpc.server.auth.install`
     applied: it answers ``?token=`` visits (303 and the cookie) and refuses
-    requests without the token (403).
+    requests without the token (403). A notebook frame's key counts as the
+    token except for :data:`PYTHON_ONLY`. Firefly's answers get the payload's
+    security headers (no Referer, so a frame's key never leaves in one).
     """
 
     def __init__(self, own: WSGIApp, firefly: WSGIApp, token: str | None) -> None:
@@ -177,11 +256,20 @@ class FireflyDispatch:
         path = environ.get("PATH_INFO", "")
         if path.startswith(OWN_PREFIXES) or path in OWN_PATHS:
             return self.own(environ, start_response)
+        if path in PYTHON_ONLY and auth.FRAME_ENV in environ:
+            environ = {k: v for k, v in environ.items() if k != auth.FRAME_ENV}
         if self.token is not None and (
                 "token" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
                 or not auth.carries_token(environ, self.token)):
             return self.own(environ, start_response)
-        return self.firefly(environ, start_response)
+
+        def with_headers(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            present = {name.lower() for name, _ in headers}
+            headers = headers + [(name, value) for name, value in SECURITY_HEADERS.items()
+                                 if name.lower() not in present]
+            return start_response(status, headers, *rest)
+
+        return self.firefly(environ, with_headers)
 
 
 def firefly_wsgi(datasets: Sequence[Dataset]) -> WSGIApp:
@@ -195,6 +283,7 @@ def firefly_wsgi(datasets: Sequence[Dataset]) -> WSGIApp:
     server.app.config["SECRET_KEY"] = secrets.token_hex(32)  # Firefly ships a fixed one
     server.app.view_functions["default"] = server.app.view_functions["combined"]
     confine(server, datasets)
+    prefix_aware_pages(server)
     return server.app.wsgi_app  # type: ignore[no-any-return]
 
 

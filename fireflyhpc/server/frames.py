@@ -24,7 +24,11 @@ The scheme. Nothing secret lives in the notebook, and nothing depends on cookies
 3. ``<key>`` is the frame's own credential: random, kept only in this server's
    memory, and it travels in the URL *path*, so every relative URL the web app
    loads (scripts, ``datasets.json``, data files) carries it without cookies or
-   headers. The path prefix is stripped before the app sees the request.
+   headers. The path prefix is stripped before the app sees the request. With
+   ``--app firefly-flask`` that includes Firefly's Socket.IO connection (polling
+   and websocket), which its pages are made to open under their own prefix
+   (:func:`fireflyhpc.server.firefly_flask.prefix_aware_pages`); Firefly's
+   routes for Python stay token-only.
 
 Threat model (what each party can see):
 

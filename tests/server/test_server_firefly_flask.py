@@ -1,9 +1,12 @@
 """Firefly's own Flask server (``--app firefly-flask``) behind the token: every
-route and the Socket.IO traffic refused without it, Load New Data confined to the
-served folders, data sent from Python reaching the browser's room."""
+route and the Socket.IO traffic refused without it, its pages and the settings
+exchange working with it, Socket.IO under a notebook frame's key (and refused
+under any other), Load New Data confined to the served folders, data sent from
+Python reaching the browser's room."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -23,7 +26,8 @@ from serverkit import SECRET, ServeProcess, start_serve, stop_serve
 
 from fireflyhpc.datasets import discover
 from fireflyhpc.errors import ServerError
-from fireflyhpc.server.firefly_flask import send_reader, served_root
+from fireflyhpc.notebook import frame_ticket
+from fireflyhpc.server.firefly_flask import PYTHON_ONLY, send_reader, served_root
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -64,17 +68,27 @@ def flask_serve(data_tree: Path, tmp_path: Path) -> Iterator[ServeProcess]:
         assert serve.process.stdout is not None and serve.process.stdout.read() == ""
 
 
-def fetch(url: str, method: str = "GET", token: str | None = None,
-          body: bytes | None = None) -> tuple[int, bytes]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def fetch_with_headers(url: str, method: str = "GET", token: str | None = None,
+                       body: bytes | None = None, headers: dict[str, str] | None = None
+                       ) -> tuple[int, Any, bytes]:
+    """(status, response headers, body) of one request (redirects followed)."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     if body is not None:
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
+            return answer.status, answer.headers, answer.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.headers, exc.read()
+
+
+def fetch(url: str, method: str = "GET", token: str | None = None,
+          body: bytes | None = None) -> tuple[int, bytes]:
+    status, _, text = fetch_with_headers(url, method, token, body)
+    return status, text
 
 
 def test_every_route_and_socketio_need_the_token(flask_serve: ServeProcess) -> None:
@@ -99,6 +113,84 @@ def test_every_route_and_socketio_need_the_token(flask_serve: ServeProcess) -> N
         assert sock.recv().startswith("0{")  # the Engine.IO open packet
     finally:
         sock.close()
+
+
+# Firefly's pages, each with the script that points its Socket.IO at the page's
+# own prefix ("./": the server's root here).
+PAGES = ["/", "/gui", "/viewer", "/combined", "/VR", "/stream", "/default"]
+
+
+def test_pages_work_with_the_token(flask_serve: ServeProcess) -> None:
+    base = flask_serve.base.rstrip("/")
+    for route in PAGES:
+        status, headers, text = fetch_with_headers(base + route, token=flask_serve.token)
+        assert status == 200, route
+        assert b"static/js/misc/socketParams.js" in text, route  # Firefly's page
+        assert b'new URL("./", location.href)' in text and b'"socket.io/"' in text, route
+        assert headers["Referrer-Policy"] == "no-referrer", route
+        assert headers.get("Access-Control-Allow-Origin") is None, route
+    # the pages that run Firefly's GUI and viewer over Socket.IO load its client
+    for route in ("/gui", "/viewer", "/combined", "/VR", "/stream"):
+        assert b"static/lib/socket.io.min.js" in fetch(base + route, token=flask_serve.token)[1]
+    status, text = fetch(base + "/static/lib/socket.io.min.js", token=flask_serve.token)
+    assert status == 200 and b"Socket.IO v4" in text
+
+
+def frame_prefix(serve: ServeProcess) -> str:
+    """A notebook frame's key path (``/_frame/<key>/``), from a ticket the way
+    ``show()`` gets one and the frame redeems it."""
+    ticket = frame_ticket(serve.base, serve.token)
+    parts = urllib.parse.urlsplit(serve.base)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("GET", f"/?ticket={ticket}")
+        answer = conn.getresponse()
+        answer.read()
+    finally:
+        conn.close()
+    location = answer.getheader("Location") or ""
+    assert answer.status == 303 and location.startswith("_frame/"), (answer.status, location)
+    return "/" + location
+
+
+def test_socketio_under_a_frame_key_and_nowhere_else(flask_serve: ServeProcess) -> None:
+    base = flask_serve.base.rstrip("/")
+    framed = base + frame_prefix(flask_serve)
+    # the frame's page points its Socket.IO at the frame's own path ...
+    for route in ("", "gui", "viewer", "combined", "VR", "stream"):
+        status, text = fetch(framed + route)
+        assert status == 200 and b'new URL("./", location.href)' in text, route
+    # ... where both transports are served, with the key as the only credential
+    status, text = fetch(framed + "socket.io/?EIO=4&transport=polling")
+    assert status == 200 and b'"sid"' in text
+    ws = framed.replace("http://", "ws://") + "socket.io/?EIO=4&transport=websocket"
+    sock = websocket.create_connection(ws, timeout=10)
+    try:
+        assert sock.recv().startswith("0{")
+    finally:
+        sock.close()
+    # Socket.IO's own origin check: the notebook page (another origin) gets no
+    # handshake even with the key, and no CORS header opens one
+    status, headers, _ = fetch_with_headers(framed + "socket.io/?EIO=4&transport=polling",
+                                            headers={"Origin": "http://localhost:8888"})
+    assert status == 400 and headers.get("Access-Control-Allow-Origin") is None
+    # an unknown key, or none, gets no handshake: 403 for polling and websocket
+    unknown = base + "/_frame/" + "A" * 43 + "/"
+    for prefix in (unknown, base + "/"):
+        status, text = fetch(prefix + "socket.io/?EIO=4&transport=polling")
+        assert status == 403, prefix
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(
+                prefix.replace("http://", "ws://") + "socket.io/?EIO=4&transport=websocket",
+                timeout=10)
+        assert refused.value.status_code == 403, prefix
+    # the key opens what Firefly's page uses, not the routes meant for Python
+    assert fetch(framed + "browse?path=")[0] == 200
+    for route in PYTHON_ONLY:
+        method = "POST" if route in ("/data_input", "/post_settings") else "GET"
+        status, text = fetch(framed + route.lstrip("/"), method,
+                             body=b'"{}"' if method == "POST" else None)
+        assert status == 403 and b"Access token needed" in text, route
 
 
 OTHER_USER = """
@@ -171,9 +263,12 @@ class FireflyRoom:
     def __init__(self, serve: ServeProcess) -> None:
         self.events: list[tuple[str, Any]] = []
         self.done = threading.Event()
+        self.settings: dict[str, Any] = {"useStereo": False}
         self.client = socketio.Client()
-        for name in ("input_data", "data_error", "load_ffly_data", "show_loader"):
+        for name in ("input_data", "data_error", "load_ffly_data", "show_loader",
+                     "input_settings"):
             self.client.on(name, self._recorder(name), namespace="/Firefly")
+        self.client.on("output_settings", self._send_settings, namespace="/Firefly")
         self.client.connect(serve.base.rstrip("/"), namespaces=["/Firefly"],
                             headers={"Authorization": f"Bearer {serve.token}"},
                             transports=["websocket"], wait_timeout=30)
@@ -184,10 +279,17 @@ class FireflyRoom:
     def _recorder(self, name: str) -> Any:
         def record(message: Any = None) -> None:
             self.events.append((name, message))
-            if name in ("data_error", "load_ffly_data") or (
+            if name == "input_settings":  # Firefly's viewer takes them as its options
+                self.settings = message
+            if name in ("data_error", "load_ffly_data", "input_settings") or (
                     name == "input_data" and message.get("status") == "done"):
                 self.done.set()
         return record
+
+    def _send_settings(self, message: Any = None) -> None:
+        # what Firefly's viewer answers when the server asks for its settings
+        self.client.emit("send_settings", {"settings": self.settings, "room": DEFAULT_ROOM},
+                         namespace="/Firefly")
 
     def wait(self) -> list[tuple[str, Any]]:
         assert self.done.wait(60), self.events
@@ -256,3 +358,24 @@ def test_load_data_path_only_loads_served_folders(flask_serve: ServeProcess, dat
         assert status == 404 and SECRET.encode() not in body, outside
     room.client.emit("native_browse", namespace="/Firefly")
     assert room.wait()[0][0] == "data_error"
+
+
+def test_settings_exchange_with_the_token(flask_serve: ServeProcess, room: FireflyRoom) -> None:
+    """Firefly's contract (its passing_settings notebook): GET /get_settings gives the
+    viewer's settings, POST /post_settings (a JSON string of {"settings": ...})
+    sends settings to it."""
+    base = flask_serve.base
+    status, text = fetch(base + "get_settings", token=flask_serve.token)
+    assert status == 200 and json.loads(text) == {"useStereo": False}
+    settings = {"useStereo": True, "partsColors": {"Stars": [0.0, 1.0, 0.0, 1.0]}}
+    body = json.dumps(json.dumps({"settings": settings})).encode()
+    status, text = fetch(base + "post_settings", "POST", token=flask_serve.token, body=body)
+    assert (status, text) == (200, b"Done")
+    assert room.wait() == [("input_settings", settings)]
+    status, text = fetch(base + "get_settings", token=flask_serve.token)
+    assert status == 200 and json.loads(text) == settings
+    # without the token: refused, and nothing reaches the room
+    status, _ = fetch(base + "post_settings", "POST", body=body)
+    assert status == 403
+    assert fetch(base + "get_settings")[0] == 403
+    assert room.events == []
