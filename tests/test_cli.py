@@ -61,10 +61,29 @@ def _group_paths(group: click.Group = cli_mod.cli, path: tuple[str, ...] = ()
                  ) -> list[tuple[str, ...]]:
     """``()`` for `fireflyhpc` itself and the path of every command group below it."""
     found = [path]
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             found += _group_paths(command, (*path, name))
     return found
+
+
+def test_the_command_table_names_each_module_s_commands_exactly() -> None:
+    import importlib
+
+    defined = {command.name: module for module in set(cli_mod.COMMANDS.values())
+               for command in importlib.import_module(f"fireflyhpc.cli.{module}").commands}
+    assert defined == cli_mod.COMMANDS
+
+
+def test_a_command_imports_no_other_command_s_module() -> None:
+    code = ("import sys\nfrom fireflyhpc.cli import main\nmain(['status', '--help'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fireflyhpc.cli.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "['fireflyhpc.cli.status_cmd']"
 
 
 def test_bare_command_prints_the_help() -> None:

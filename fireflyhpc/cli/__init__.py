@@ -1,7 +1,9 @@
 """The `fireflyhpc` command line: a thin layer over the library.
 
 Each subcommand lives in its own module under ``fireflyhpc.cli`` and is listed in
-``COMMAND_MODULES``; a module exposes ``commands``, a list of click commands.
+``COMMANDS`` (command name -> module); a module exposes ``commands``, a list of click
+commands. A module is imported when one of its commands is asked for (a command's
+start-up is not slowed by every other command's imports; `--help` imports them all).
 Commands parse flags, build a request, call the library and render the result.
 Errors are turned into one line and an exit status here, in :func:`main`.
 """
@@ -21,8 +23,27 @@ from fireflyhpc import __version__
 from fireflyhpc.errors import ExitStatus, FireflyHPCError
 from fireflyhpc.settings import SSH_BACKENDS
 
-# Modules under fireflyhpc.cli that contribute subcommands (each has `commands`).
-COMMAND_MODULES: list[str] = ["serve", "export", "tunnel", "config_cmd", "templates_cmd", "alias_cmd", "status_cmd", "connect_cmd", "remote_cmd"]
+# Subcommand -> the module under fireflyhpc.cli that defines it (in its `commands`).
+COMMANDS: dict[str, str] = {
+    "serve": "serve", "export": "export", "tunnel": "tunnel", "config": "config_cmd",
+    "templates": "templates_cmd", "alias": "alias_cmd", "status": "status_cmd",
+    "connect": "connect_cmd", "stop": "connect_cmd", "remote-install": "remote_cmd",
+    "doctor": "remote_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in ``COMMANDS`` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"fireflyhpc.cli.{COMMANDS[cmd_name]}")
+            for command in module.commands:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
 
 log = logging.getLogger("fireflyhpc")
 
@@ -53,7 +74,8 @@ def _configure_logging(debug: bool, verbose: int) -> None:
         logging.getLogger("paramiko").addHandler(handler)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="fireflyhpc")
 @click.option("--debug", is_flag=True, envvar="FIREFLYHPC_DEBUG",
               help="Show debug logs, and the full traceback of any error.")
@@ -83,11 +105,6 @@ def cli(ctx: click.Context, debug: bool, verbose: int, ssh_config: str | None,
     _debug_requested = debug
     _configure_logging(debug, verbose)
     ctx.obj = AppContext(debug=debug, ssh_config=ssh_config, config=config, ssh=ssh)
-
-
-for _name in COMMAND_MODULES:
-    for _command in importlib.import_module(f"fireflyhpc.cli.{_name}").commands:
-        cli.add_command(_command)
 
 
 def _error_line(text: str) -> None:
