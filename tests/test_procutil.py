@@ -16,32 +16,49 @@ import psutil
 import pytest
 
 import fireflyhpc
-from fireflyhpc.procutil import process_alive, running_process
+from fireflyhpc.procutil import process_alive, running_process, start_stamp
 
 
 def test_this_process_is_alive() -> None:
     me = psutil.Process()
-    assert process_alive(me.pid, me.create_time())
-    proc = running_process(me.pid, me.create_time())
+    assert process_alive(me.pid, start_stamp(me))
+    proc = running_process(me.pid, start_stamp(me))
     assert proc is not None and proc.pid == me.pid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc stamp")
+def test_the_stamp_does_not_move_with_the_wall_clock(monkeypatch) -> None:
+    """psutil derives create times from the boot time as the wall clock tells it now:
+    a clock step (NTP, a laptop's clock set after a sleep) moves every one of them.
+    The stamp is the start's offset from boot; a step must not make us look dead."""
+    import psutil._pslinux as pslinux
+
+    me = psutil.Process()
+    stamp = start_stamp(me)
+    assert abs(stamp + psutil.boot_time() - me.create_time()) < 0.02
+    stepped = pslinux.boot_time() + 1.0  # the clock was set one second ahead
+    monkeypatch.setattr(pslinux, "boot_time", lambda: stepped)
+    assert abs(psutil.Process().create_time() - me.create_time() - 1.0) < 0.02
+    assert start_stamp(psutil.Process()) == stamp
+    assert process_alive(me.pid, stamp)
 
 
 def test_a_finished_process_is_dead() -> None:
     child = subprocess.Popen(["true"])
-    created = psutil.Process(child.pid).create_time()
+    created = start_stamp(psutil.Process(child.pid))
     child.wait()
     assert not process_alive(child.pid, created)
 
 
 def test_another_create_time_is_a_reused_pid_so_dead() -> None:
     me = psutil.Process()
-    assert not process_alive(me.pid, me.create_time() - 5)
-    assert running_process(me.pid, me.create_time() + 5) is None
+    assert not process_alive(me.pid, start_stamp(me) - 5)
+    assert running_process(me.pid, start_stamp(me) + 5) is None
 
 
 def test_a_zombie_is_dead() -> None:
     child = subprocess.Popen(["true"])
-    created = psutil.Process(child.pid).create_time()
+    created = start_stamp(psutil.Process(child.pid))
     try:
         for _ in range(200):  # until it has exited; nobody has waited for it yet
             if psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE:
@@ -101,7 +118,7 @@ def test_a_process_that_cannot_be_inspected_is_alive() -> None:
         env = dict(os.environ, PY_HOME=str(home), PY_EXE=str(exe.relative_to(home)),
                    SITE=str(Path(psutil.__file__).parent.parent),
                    SRC=str(Path(fireflyhpc.__file__).parent.parent), CHECK=_CHECK)
-        created = psutil.Process(target.pid).create_time()
+        created = start_stamp(psutil.Process(target.pid))
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                _SANDBOX, "sh", str(folder), str(target.pid), str(created)],
                               env=env, capture_output=True, text=True, timeout=60, check=False)

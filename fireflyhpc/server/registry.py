@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from fireflyhpc.fsutil import atomic_write
-from fireflyhpc.procutil import process_alive
+from fireflyhpc.procutil import process_alive, start_stamp
 from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def register(host: str, port: int, url: str, token: str | None,
     """Record the server process ``pid`` (default: this one); return the file."""
     pid = os.getpid() if pid is None else pid
     try:
-        created = psutil.Process(pid).create_time()
+        created = start_stamp(psutil.Process(pid))
     except psutil.Error:
         raise ValueError(f"no process {pid}") from None
     entry = ServerEntry(socket.gethostname(), pid, created, host, port, url, token)

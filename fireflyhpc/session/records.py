@@ -27,7 +27,7 @@ import psutil
 
 from fireflyhpc.errors import ConfigError, LocalError
 from fireflyhpc.fsutil import atomic_write
-from fireflyhpc.procutil import process_alive
+from fireflyhpc.procutil import process_alive, start_stamp
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SessionRecord:
         """A record owned by the calling process (pid, its start time, this host)."""
         me = psutil.Process()
         return cls(id=values.pop("id", None) or new_id(), pid=me.pid,
-                   pid_create_time=me.create_time(), hostname=socket.gethostname(), **values)
+                   pid_create_time=start_stamp(me), hostname=socket.gethostname(), **values)
 
 
 Records = list[SessionRecord]

@@ -18,6 +18,7 @@ import pytest
 from connect_testutil import one_error_line, run_cli
 
 from fireflyhpc.errors import ConfigError, ExitStatus, LocalError
+from fireflyhpc.procutil import start_stamp
 from fireflyhpc.session.records import (FORMAT_VERSION, Liveness, SessionRecord, SessionStore,
                                  check_id, liveness, new_id)
 
@@ -25,7 +26,7 @@ from fireflyhpc.session.records import (FORMAT_VERSION, Liveness, SessionRecord,
 def record_for(proc: psutil.Process, **values) -> SessionRecord:  # type: ignore[no-untyped-def]
     base = dict(id=new_id(), cluster="mini", job_id="12", node="node1", local_port=8123,
                 remote_port=8555, url="http://localhost:8123/?token=secret", pid=proc.pid,
-                pid_create_time=proc.create_time(), hostname=socket.gethostname(),
+                pid_create_time=start_stamp(proc), hostname=socket.gethostname(),
                 submitted_by_us=True, time_limit_end=time.time() + 3600)
     base.update(values)
     return SessionRecord(**base)
@@ -78,7 +79,7 @@ def test_liveness_by_pid_create_time_and_host(sleeper) -> None:  # type: ignore[
     assert liveness(replace(alive, hostname="elsewhere")) is Liveness.UNKNOWN
     assert liveness(replace(alive, detached=True)) is Liveness.UNKNOWN
     finished = subprocess.Popen(["true"])
-    created = psutil.Process(finished.pid).create_time()
+    created = start_stamp(psutil.Process(finished.pid))
     finished.wait()
     assert liveness(replace(alive, pid=finished.pid, pid_create_time=created)) is Liveness.DEAD
 

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from serverkit import GAS_BYTES, start_serve, stop_serve
 
+from fireflyhpc.procutil import start_stamp
 from fireflyhpc.errors import ExitStatus
 
 
@@ -61,7 +62,7 @@ def test_url_line_ready_file_and_registry(data_tree: Path, tmp_path: Path,
         entry = json.loads(entries[0].read_text())
         assert (entry["pid"], entry["port"], entry["url"]) == (serve.process.pid, ready["port"],
                                                              serve.base)
-        assert entry["create_time"] == psutil.Process(serve.process.pid).create_time()
+        assert entry["create_time"] == start_stamp(psutil.Process(serve.process.pid))
     finally:
         status = stop_serve(serve)
     assert status == 0

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import fireflyhpc
+from fireflyhpc.procutil import start_stamp
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.server import (quit_all_servers, quitAllFireflyServers, running_servers,
                                spawn_server, spawnFireflyServer)
@@ -71,7 +72,7 @@ def test_handle_stop_and_context_manager(data_tree: Path) -> None:
 
 def test_stale_entry_of_a_dead_process_is_ignored_and_removed(data_tree: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    created = psutil.Process(dead.pid).create_time()
+    created = start_stamp(psutil.Process(dead.pid))
     dead.wait(30)
     stale = write_entry(dead.pid, created)
     with spawn_server(data_tree) as live:
@@ -84,7 +85,7 @@ def test_reused_pid_is_never_signalled() -> None:
     is stale: quit_all_servers must leave that process alone."""
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        real_time = psutil.Process(bystander.pid).create_time()
+        real_time = start_stamp(psutil.Process(bystander.pid))
         stale = write_entry(bystander.pid, real_time - 1000.0)
         assert quit_all_servers() == []
         assert quit_all_servers(bystander.pid) == []
@@ -97,7 +98,7 @@ def test_reused_pid_is_never_signalled() -> None:
 
 def test_entries_of_other_hosts_are_left_alone() -> None:
     me = psutil.Process(os.getpid())
-    foreign = write_entry(os.getpid(), me.create_time(), hostname="some-other-node")
+    foreign = write_entry(os.getpid(), start_stamp(me), hostname="some-other-node")
     assert running_servers() == []
     assert quit_all_servers() == []
     assert foreign.exists()
