@@ -6,7 +6,7 @@ Run as root in the laptop (root) namespace with the mini cluster up and the benc
 user's payload venv installed (`fireflyhpc remote-install`, which the bench profile
 `$MINICLUSTER_DIR/fireflyhpc.toml` points at):
 
-    python3 benchmarks/connect.py [--runs N]
+    python3 benchmarks/connect.py [--runs N] [--user-master]
 
 It submits one holding job as the bench user and, alternating the two rows N times:
 
@@ -17,6 +17,11 @@ It submits one holding job as the bench user and, alternating the two rows N tim
 - by hand: `ssh NODE python -m fireflyhpc serve --demo --port P` (ProxyJump from the
   ssh_config, the token read from the URL the server prints), then
   `ssh -N -L LP:localhost:P NODE`, polling the local port until a GET answers 200.
+
+With ``--user-master`` both rows run as a user of a two-factor site does: an
+ssh_config that multiplexes the login node (``ControlMaster auto``, ``ControlPath``,
+``ControlPersist``) and a master started beforehand (``ssh -fN login1``), so neither
+row logs in to login1 again; fireflyhpc uses that master and never closes it.
 
 Only the ratio within one run means something: every end shares the same cores.
 Each run's teardown is not timed (but is checked: nothing of it may survive).
@@ -32,12 +37,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 BENCH = Path(os.environ.get("MINICLUSTER_DIR", "/tmp/fireflyhpc-minicluster"))
-SSH_CONFIG = BENCH / "ssh_config"
+SSH_CONFIG = BENCH / "ssh_config"  # --user-master: a copy that multiplexes login1
 CONFIG = BENCH / "fireflyhpc.toml"
 NODE_PORT, LOCAL_PORT = 27301, 27302  # below the ephemeral range: nothing else holds them
 
@@ -116,7 +122,8 @@ def run_by_hand(node: str, python: str) -> float:
         forward = subprocess.Popen(["ssh", "-F", str(SSH_CONFIG), "-o", "BatchMode=yes", "-N",
                                     "-o", "ExitOnForwardFailure=yes", "-L",
                                     f"127.0.0.1:{LOCAL_PORT}:localhost:{NODE_PORT}", node],
-                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   text=True)
         first_200(LOCAL_PORT, token, start + 120)
         return time.monotonic() - start
     finally:
@@ -135,10 +142,41 @@ def profile_python() -> str:
     raise SystemExit(f"no python in {CONFIG}")
 
 
+def multiplexing_config(sockets: Path) -> Path:
+    """The bench's ssh_config with login1 multiplexed, as two-factor sites advise."""
+    text = SSH_CONFIG.read_text().replace(
+        "Host login1\n", f"Host login1\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
+        "    ControlPersist 10m\n", 1)
+    path = sockets / "ssh_config"
+    path.write_text(text)
+    return path
+
+
 def main() -> int:
+    global SSH_CONFIG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--user-master", action="store_true",
+                        help="both rows through a ControlMaster the user started on login1")
     args = parser.parse_args()
+    sockets = None
+    if args.user_master:
+        sockets = Path(tempfile.mkdtemp(prefix="ffbench-cm-"))
+        SSH_CONFIG = multiplexing_config(sockets)
+        subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-o", "BatchMode=yes", "-fN", "login1"],
+                       check=True, timeout=60, stdin=subprocess.DEVNULL)
+    try:
+        return measure(args.runs, user_master=args.user_master)
+    finally:
+        if sockets is not None:
+            subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-O", "exit", "login1"],
+                           capture_output=True, timeout=30)
+            for item in sockets.iterdir():
+                item.unlink()
+            sockets.rmdir()
+
+
+def measure(runs: int, *, user_master: bool) -> int:
     python = profile_python()
     job_id = ssh("login1", "sbatch --parsable --job-name=ffbench-connect --output=/dev/null "
                  "--wrap 'sleep 1800'").stdout.strip()
@@ -153,11 +191,12 @@ def main() -> int:
         if not node:
             raise SystemExit(f"job {job_id} did not start")
         times: dict[str, list[float]] = {"fireflyhpc connect --job": [], "by hand (OpenSSH)": []}
-        for _ in range(args.runs):
+        for _ in range(runs):
             times["by hand (OpenSSH)"].append(run_by_hand(node, python))
             times["fireflyhpc connect --job"].append(run_fireflyhpc(job_id))
         base = statistics.median(times["by hand (OpenSSH)"])
-        print(f"job {job_id} on {node}; {args.runs} runs each, interleaved")
+        how = ", through the user's own master on login1" if user_master else ""
+        print(f"job {job_id} on {node}; {runs} runs each, interleaved{how}")
         print(f"{'row':<28}{'median s':>10}{'min s':>8}{'max s':>8}{'vs hand':>9}")
         for name, values in times.items():
             med = statistics.median(values)

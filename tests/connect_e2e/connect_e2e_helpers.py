@@ -213,8 +213,11 @@ def http_get(port: int, path: str, token: str | None, host: str = "127.0.0.1",
 
 
 def port_free(port: int) -> bool:
-    """True if 127.0.0.1:port can be bound again (nothing listens there)."""
+    """True if 127.0.0.1:port can be bound again (nothing listens there). A closed
+    connection of the old listener may still be in TIME_WAIT on that port: like any
+    server (our tunnel included), bind with SO_REUSEADDR, which only a listener stops."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
