@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RUN_ROOT = ".fireflyhpc/run"  # relative to the remote $HOME
 READY_TIMEOUT = 60.0  # seconds the server may take to start listening
+READY_POLL = 0.05  # seconds between looks for the ready file (its wait is the whole start's)
 _RUN_NAME = re.compile(r"[0-9]+(?:_[0-9]+)?-[0-9a-f]{8}")
 
 
@@ -177,7 +178,7 @@ while [ "$i" -lt {ticks} ]; do
         cat "$dir/ready.json"; exit 0
     fi
     kill -0 "$pid" 2>/dev/null || { tail -n 15 "$dir/server.log" >&2; exit 3; }
-    sleep 0.2
+    sleep {poll}
     i=$((i + 1))
 done
 tail -n 15 "$dir/server.log" >&2
@@ -204,8 +205,9 @@ ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
 def start_script(setup: Sequence[str], timeout: float = READY_TIMEOUT) -> str:
     """The launch script with the profile's ``setup`` lines in place (pure)."""
     body = "\n".join(setup) if setup else ":"
-    ticks = max(1, int(timeout / 0.2))
-    script = START_SCRIPT.replace("{ticks}", str(ticks)).replace("{{port}}", "{port}")
+    ticks = max(1, int(timeout / READY_POLL))
+    script = START_SCRIPT.replace("{ticks}", str(ticks)).replace("{poll}", str(READY_POLL))
+    script = script.replace("{{port}}", "{port}")
     return script.replace("{setup}", body)
 
 

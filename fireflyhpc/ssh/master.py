@@ -237,7 +237,7 @@ class Master:
                 raise ssh_error_from_stderr(self.label, self.stderr_lines())
             if os.path.exists(self.control) and self.check(mux_prefix):
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)  # the socket appears once ssh has logged in
         self.close()
         raise SSHError(f"ssh to {self.label} did not finish connecting within {timeout:g} s")
 
