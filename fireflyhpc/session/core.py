@@ -13,6 +13,7 @@ Nothing outside this class touches its connections or remote pieces.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import secrets
 import threading
@@ -34,6 +35,17 @@ from fireflyhpc.session.watch import (job_ending, server_ending, unreachable, wa
 from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
+
+# What _open_forward imports (both backends' modules: which one is used shows later).
+TUNNEL_MODULES = ("fireflyhpc.tunnel.build", "fireflyhpc.tunnel.openssh")
+
+
+def _load_modules(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the import proper, where used, will say what is wrong
+            log.debug("could not preload %s: %s", name, exc)
 
 PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
 WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
@@ -115,6 +127,10 @@ class Session(PayloadSteps):
             self._confirm_hold,
             self.record,
         ]
+        # The tunnel's modules load while ssh logs in (the first wait of the session),
+        # not between the payload's start and the first page.
+        threading.Thread(target=_load_modules, args=(TUNNEL_MODULES,), daemon=True,
+                         name="fireflyhpc-preload").start()
         try:
             progress(f"connecting to {self.login}")
             self._login = open_connection(

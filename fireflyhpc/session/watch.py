@@ -96,7 +96,9 @@ def watch_loop(check: Callable[[bool], Ending | None], *,
     failed across a pause of this process (a sleeping laptop, SIGSTOP: see
     :mod:`fireflyhpc.clock`) proves nothing: it is repeated at once, thoroughly,
     without telling anyone; so is the first check after any pause. Once the job has
-    ``warn_at`` seconds or less left, ``warn`` is told, once.
+    ``warn_at`` seconds or less left, ``warn`` is told, once. The first check comes
+    after the first delay: the opening has just checked everything, and the user's
+    first page load through the tunnel should not queue behind a check's commands.
     """
     warned = False
     lost_at: float | None = None  # boottime of the first failure in a row
@@ -104,6 +106,8 @@ def watch_loop(check: Callable[[bool], Ending | None], *,
     thorough = False
     mark = pauses.mark()
     delays = iter(backoff.delays())
+    if stop.wait(next(delays)):
+        return Ending("stopped", requested=True)
     while True:
         if stop.is_set():
             return Ending("stopped", requested=True)
