@@ -23,6 +23,7 @@ import shlex
 import shutil
 import tempfile
 import threading
+import time
 from types import TracebackType
 from typing import Mapping, Sequence
 
@@ -57,6 +58,10 @@ from fireflyhpc.ssh.remote import Result, build_command, write_file_argv
 from fireflyhpc.ssh.sshmsg import NodeSSHError
 
 log = logging.getLogger(__name__)
+
+# Seconds for which a check of the user's own master that succeeded stands (each check
+# is an ``ssh -O check`` process; opening a session asks several times in a row).
+USER_MASTER_FRESH = 1.0
 
 
 class _Shared:
@@ -133,6 +138,7 @@ class OpenSSHConnection:
         self._master: Master | None = None  # None: the user's own master (or none yet)
         self._children: list[OpenSSHConnection] = []
         self._uses = 1  # a node connection is shared by those who asked for it (connect_to)
+        self._answered = -USER_MASTER_FRESH  # monotonic time the user's master last answered
         self._lock = threading.Lock()
 
     @classmethod
@@ -157,7 +163,8 @@ class OpenSSHConnection:
         options = OpenSSHOptions(binary, options.ssh_config, strict)
         conn = cls(spec, target, _Shared(options, prompter), found=found)
         conn._control = user_master(options, found)
-        if conn._control is not None:
+        if conn._control is not None:  # it has just answered -O check
+            conn._answered = time.monotonic()
             log.info("using your own ssh master for %s (%s)", spec.alias, conn._control)
             return conn
         try:
@@ -217,7 +224,13 @@ class OpenSSHConnection:
             return False
         if self._master is not None:  # ours: keepalive ends it within seconds of a loss
             return self._master.alive() and os.path.exists(self._control)
-        return check_control(self.mux())
+        # The user's own: ask it (a process each time), unless it answered just now.
+        if time.monotonic() - self._answered < USER_MASTER_FRESH:
+            return True
+        if check_control(self.mux()):
+            self._answered = time.monotonic()
+            return True
+        return False
 
     def probe(self, timeout: float = 5.0) -> bool:
         return self._control is not None and check_control(self.mux(), timeout)
