@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from fireflyhpc.clock import pause_detector
 from fireflyhpc.config import ResolvedSettings
-from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
+from fireflyhpc.errors import FireflyHPCError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.session import jobs, launch, lifeline
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
@@ -311,8 +311,6 @@ class Session(PayloadSteps):
         session as detached. Raises ServerError or SSHError if the node did not take it."""
         if self._server is None:
             raise ServerError("nothing to detach: the payload is not running")
-        if self.launched_with == "srun":
-            raise ConfigError("--detach is not supported with launch = \"srun\"")
         if not self._hold() or self._lifeline is None:
             raise ServerError(f"nothing to detach: the payload on {self.node} has ended")
         held, self._lifeline = self._lifeline, None

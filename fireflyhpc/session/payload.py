@@ -69,8 +69,6 @@ class PayloadSteps:
         progress(f"ssh to {self.node} failed ({refused}); starting the payload with srun "
                  "instead (launch = \"auto\")")
         try:
-            if self.request.detach:
-                raise ConfigError("--detach needs SSH to the node")
             self._start_with_srun(progress)
         except FireflyHPCError as also:
             family = ConfigError if isinstance(also, ConfigError) else ServerError

@@ -272,7 +272,7 @@ def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) ->
 
 def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """launch = "srun": the payload is a step of the job (no SSH to the node), reached
-    through the tunnel's direct hop; Ctrl-C ends the step."""
+    through the tunnel's direct hop; Ctrl-C ends the step. Detached, `stop ID` ends it."""
     config = tmp_path / "fireflyhpc.toml"
     text = bench.config.read_text().replace('launch = "ssh"', 'launch = "srun"')
     config.write_text(text if 'launch = "srun"' in text else text + 'launch = "srun"\n')
@@ -293,6 +293,22 @@ def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # typ
     assert "fireflyhpc-payload" not in bench.cluster.ssh(
         "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout
     assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
+    # Detached, the step is kept (its srun held on login1); `stop ID` ends it from there.
+    done = bench.run("connect", "--cluster", "mini", "--no-browser", "--job", job_id,
+                     "--detach", config=config, timeout=180)
+    assert done.returncode == 0, done.stderr
+    detached = _session(bench, job_id)
+    assert detached["detached"] and detached["launch"] == "srun"
+    assert len(bench.payloads(job_id)) == 1
+    assert psutil.Process(detached["remote_pgid"]).name() == "srun"
+    out = bench.run("stop", detached["id"], config=config)
+    assert out.returncode == 0 and "server on" in out.stdout and "stopped" in out.stdout, \
+        out.stdout + out.stderr
+    assert_nothing_left(bench, job_id, None, job_gone=False)
+    assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
+    assert wait_for(lambda: "fireflyhpc-payload" not in bench.cluster.ssh(
+        "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout, 15)
+    assert bench.squeue().get(job_id) == "RUNNING"
 
 
 def test_connect_with_a_custom_payload_command(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]
