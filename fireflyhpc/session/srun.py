@@ -9,8 +9,10 @@ of its own, detached from the SSH connection, and that process group is what the
 ends a server over SSH works on the login node unchanged: the lifeline and its guard
 (:mod:`fireflyhpc.session.lifeline`: a lost connection keeps the step for the grace
 period, a later ``connect --job ID`` takes it back), ``stop_payload`` and
-``payload_alive``. Ending srun's process group (SIGTERM) makes srun pass the signal
-to the task and end the step; Slurm ends every process of the step on the node.
+``payload_alive``. Ending srun's process group (SIGTERM) makes srun end the step at
+once (Slurm ends every process of it on the node; on the mini cluster srun is gone
+within 0.1 s). A SIGKILLed srun would leave the step running: the task's watcher ends
+the server when the run folder is gone, as it is after every way of ending srun.
 
 Differences from SSH launch, all forced by the missing SSH hop to the node:
 
@@ -39,31 +41,38 @@ log = logging.getLogger(__name__)
 # The step's task on the node. $1 the run folder; the rest: the server's argv. The
 # token file goes as soon as it is read; then the profile's setup lines, then the
 # server (its stdout, which carries the token URL, goes to /dev/null via srun --output).
+# A SIGKILLed srun leaves its step running (SIGTERM makes srun end it); whatever ends
+# srun also removes the run folder, so a watcher ends the server (the task's pid, once
+# exec'd) when the folder is gone.
 TASK_SCRIPT = r"""
 cd || exit 4
 dir=$1; shift
 IFS= read -r FIREFLYHPC_TOKEN <"$dir/token" || exit 4
 rm -f -- "$dir/token"
 export FIREFLYHPC_TOKEN
+sh -c 'while [ -d "$1" ] && kill -0 "$2" 2>/dev/null; do sleep {poll}; done
+[ -d "$1" ] || kill -TERM "$2" 2>/dev/null' sh "$dir" "$$" </dev/null >/dev/null 2>&1 &
 {setup}
 cd || exit 4
 exec "$@"
 """
+WATCH_POLL = 5  # seconds between the task watcher's looks at the run folder
 
 
-def task_script(setup: tuple[str, ...]) -> str:
+def task_script(setup: tuple[str, ...], poll: int = WATCH_POLL) -> str:
     """The step's task script with the profile's ``setup`` lines in place (pure)."""
-    return TASK_SCRIPT.replace("{setup}", "\n".join(setup) or ":")
+    script = TASK_SCRIPT.replace("{poll}", str(int(poll)))
+    return script.replace("{setup}", "\n".join(setup) or ":")
 
 
-def task_argv(spec: PayloadSpec, run_dir: str) -> list[str]:
+def task_argv(spec: PayloadSpec, run_dir: str, *, poll: int = WATCH_POLL) -> list[str]:
     """The step's task: :data:`TASK_SCRIPT` and the server's argv, the server bound to
     all the node's addresses (pure). Raises ConfigError for a payload command (only the
     fireflyhpc server can be made to check the token)."""
     if spec.kind == "command":
         raise ConfigError("launch = \"srun\" runs the builtin or firefly payload only")
     server = payload_argv(replace(spec, bind="0.0.0.0"), f"{run_dir}/ready.json")
-    return ["sh", "-c", task_script(spec.setup), "sh", run_dir, *server]
+    return ["sh", "-c", task_script(spec.setup, poll), "sh", run_dir, *server]
 
 
 def start_step_argv(spec: PayloadSpec, *, job_id: str, node: str, name: str,

@@ -20,7 +20,7 @@ from fireflyhpc.session import jobs, launch, srun
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
-from connect_e2e_helpers import LocalRunner
+from connect_e2e_helpers import LocalRunner, wait_for
 
 
 def test_payload_argv_auto_demo_and_data() -> None:
@@ -71,7 +71,7 @@ def test_a_step_reads_its_token_file_and_removes_it_before_the_server_starts(
     run_dir = f"{launch.RUN_ROOT}/1-0123abcd"
     token = "t0k3n-" + "y" * 30
     argv = ["sh", "-c", launch.start_script(()), "sh", run_dir, "step",
-            *srun.task_argv(spec, run_dir)]
+            *srun.task_argv(spec, run_dir, poll=1)]
     server = launch.start_payload(runner, spec, node="local", name="1-0123abcd",
                                   token=token, argv=argv)
     try:
@@ -87,6 +87,13 @@ def test_a_step_reads_its_token_file_and_removes_it_before_the_server_starts(
         conn.request("GET", "/datasets.json", headers={"Authorization": f"Bearer {token}"})
         assert conn.getresponse().status == 200
         conn.close()
+        # srun SIGKILLed leaves the step; whatever killed it removes the run folder:
+        # the task's watcher then ends the server.
+        server_pid = next(p.pid for p in procs if "serve" in p.cmdline())
+        import shutil
+        shutil.rmtree(folder)
+        assert wait_for(lambda: not psutil.pid_exists(server_pid)
+                        or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE, 20)
     finally:
         launch.stop_payload(runner, server)
     assert not (tmp_path / run_dir).exists()
