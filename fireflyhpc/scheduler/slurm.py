@@ -189,10 +189,12 @@ def srun_step_argv(job_id: str, node: str, *, error_file: str,
                    name: str = "fireflyhpc-payload") -> list[str]:
     """``srun`` starting one task as a step of the running job ``job_id`` on ``node``
     (``--overlap``: beside whatever the job runs); the task's argv follows it. No
-    stdin, stdout discarded, stderr to ``error_file``."""
+    stdin, stdout discarded, stderr appended to ``error_file`` (srun's own messages
+    may go there too)."""
     return ["srun", f"--jobid={_job_ids([job_id])[0]}", "--overlap", "--nodes=1",
             "--ntasks=1", f"--nodelist={host_name(node)}", "--input=none",
-            "--output=/dev/null", f"--error={error_file}", f"--job-name={name}"]
+            "--output=/dev/null", f"--error={error_file}", "--open-mode=append",
+            f"--job-name={name}"]
 
 
 def sinfo_argv() -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from fireflyhpc.clock import pause_detector
 from fireflyhpc.config import ResolvedSettings
-from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
+from fireflyhpc.errors import FireflyHPCError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.session import jobs, launch, lifeline
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
@@ -76,7 +76,6 @@ class Session(PayloadSteps):
     _server: launch.RemoteServer | None = None
     _tunnel: Any = None
     _lifeline: lifeline.Lifeline | None = None
-    _srun: Any = None
     _closed: bool = False
     _recorded: bool = False
 
@@ -109,6 +108,16 @@ class Session(PayloadSteps):
             assert self.node is not None
             self._node_conn = self._login.connect_to(self.node)
         return self._node_conn
+
+    def payload_conn(self) -> Any:
+        """The connection to the host where the server's process group lives, which
+        holds and ends it: the node, or for an srun step the login node (reconnected
+        if it broke)."""
+        if self.launched_with != "srun":
+            return self.node_conn()
+        if not self._login.is_active():
+            self._login.reconnect()
+        return self._login
 
     def _cancels_job(self) -> bool:
         return self.submitted and not self.request.keep_job
@@ -249,10 +258,7 @@ class Session(PayloadSteps):
             self.time_limit_end = time.time() + job.time_left
         if self._server is None:
             return None
-        if self._srun is not None:
-            dead = not self._srun.alive()
-        else:
-            dead = not self._hold() or not launch.payload_alive(self.node_conn(), self._server)
+        dead = not self._hold() or not launch.payload_alive(self.payload_conn(), self._server)
         return server_ending(self._server.node) if dead else None
 
     def _time_left(self) -> float | None:
@@ -278,7 +284,7 @@ class Session(PayloadSteps):
             return True
         self._lifeline.drop()  # kept (ended) until a new one holds: then we try again
         try:
-            self._attach(self.node_conn())
+            self._attach(self.payload_conn())
             assert self._lifeline is not None
             self._lifeline.confirm()
         except ServerError:
@@ -292,8 +298,7 @@ class Session(PayloadSteps):
         self._record_state()
         linger = self.settings.linger
         kept = (f"the server on {self.node} waits {jobs.clock_text(linger)} for this session"
-                if linger and self._srun is None else
-                f"the server on {self.node} ends once its node notices")
+                if linger else f"the server on {self.node} ends once its node notices")
         warn(f"lost the connection to the cluster ({exc}); reconnecting ({kept})")
 
     def _back(self, took: float, warn: Say) -> None:
@@ -322,8 +327,6 @@ class Session(PayloadSteps):
         session as detached. Raises ServerError or SSHError if the node did not take it."""
         if self._server is None:
             raise ServerError("nothing to detach: the payload is not running")
-        if self._srun is not None:
-            raise ConfigError("--detach is not supported with launch = \"srun\"")
         if not self._hold() or self._lifeline is None:
             raise ServerError(f"nothing to detach: the payload on {self.node} has ended")
         held, self._lifeline = self._lifeline, None
@@ -342,12 +345,10 @@ class Session(PayloadSteps):
         steps: list[tuple[str, Callable[[], object]]] = []
         if self._tunnel is not None:
             steps.append(("close the tunnel", self._tunnel.close))
-        if stop_server and self._srun is not None:
-            steps.append(("stop the payload step", self._srun.stop))
-        elif stop_server and self._server is not None:
+        if stop_server and self._server is not None:
             server = self._server
             steps.append((f"stop the payload on {server.node}",
-                          lambda: launch.stop_payload(self.node_conn(), server)))
+                          lambda: launch.stop_payload(self.payload_conn(), server)))
         if self._lifeline is not None:
             held = self._lifeline
             steps.append(("close the lifeline", lambda: held.release(detach=False)))

@@ -147,16 +147,25 @@ else:
     sys.exit("no free port in " + sys.argv[1])
 """
 
-# $1: run folder (relative to $HOME); $2: "server" or "command"; the rest: the argv of
-# the server, or (command) one shell command line. Prints "pid PID" then, for the
-# server, the ready file's JSON; for a command, "port PORT". Exit 3: it died early.
+# $1: run folder (relative to $HOME); $2: "server", "step" or "command"; the rest: the
+# argv of the server (step: of the srun that starts it on another host), or (command)
+# one shell command line. Prints "pid PID" then, for the server or step, the ready
+# file's JSON; for a command, "port PORT". Exit 3: it died early. The host the process
+# group lives on goes to the run folder's "host" (find_kept looks there only); a step's
+# token to its "token" file (0600), which the step's task reads and removes.
 START_SCRIPT = r"""
 cd || exit 4
 umask 077
 dir=$1; kind=$2; shift 2
 mkdir -p "$dir" || exit 4
+uname -n >"$dir/host" || exit 4
 IFS= read -r FIREFLYHPC_TOKEN || exit 4
-export FIREFLYHPC_TOKEN
+if [ "$kind" = step ]; then
+    printf '%s\n' "$FIREFLYHPC_TOKEN" >"$dir/token" || exit 4
+    unset FIREFLYHPC_TOKEN
+else
+    export FIREFLYHPC_TOKEN
+fi
 {setup}
 cd || exit 4
 if [ "$kind" = command ]; then
@@ -164,8 +173,9 @@ if [ "$kind" = command ]; then
     cmd=$(printf '%s\n' "$1" | sed "s/{{port}}/$port/g")
     setsid sh -c "$cmd" >"$dir/server.log" 2>&1 </dev/null &
 else
-    # stdout carries the token URL: keep it out of files; the port is in the ready file
-    setsid "$@" >/dev/null 2>"$dir/server.log" </dev/null &
+    # stdout carries the token URL: keep it out of files; the port is in the ready file.
+    # (Not a group leader here, setsid does not fork: $! is the new group's leader.)
+    setsid "$@" >/dev/null 2>>"$dir/server.log" </dev/null &
 fi
 pid=$!
 echo "$pid" >"$dir/pgid"
@@ -257,13 +267,16 @@ def auto_choice(app: str, python: str) -> str:
 
 
 def start_payload(conn: Runner, spec: PayloadSpec, *, node: str, name: str, token: str,
-                  timeout: float = READY_TIMEOUT) -> RemoteServer:
+                  timeout: float = READY_TIMEOUT, argv: Sequence[str] | None = None
+                  ) -> RemoteServer:
     """Start ``spec`` on the node ``conn`` runs on, wait until it listens, return it.
 
+    ``argv``: the start script's argv if not :func:`start_argv`'s (an srun step, see
+    :mod:`fireflyhpc.session.srun`: then ``conn`` is the login node, which holds srun).
     The token goes on stdin. Raises ServerError (with the tail of the server's log)
     if it dies or does not listen within ``timeout`` s; SSHError if the connection fails.
     """
-    argv = start_argv(spec, name, timeout)
+    argv = list(argv) if argv is not None else start_argv(spec, name, timeout)
     try:
         result = conn.run(argv, input=token + "\n", timeout=timeout + 30)
     except RemoteCommandError as exc:

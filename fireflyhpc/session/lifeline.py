@@ -3,7 +3,10 @@
 A connect session holds one long-running command on the node, the *lifeline*
 (:data:`LIFELINE_SCRIPT`), for as long as it is there. The lifeline's stdin is the
 protocol, so any SSH client that can run a command and hold its stdin open can carry
-it:
+it. ("The node" below is the host where the server's process group lives: the compute
+node with SSH launch; the login node for a payload started as an srun step, whose
+process group there is srun's, see :mod:`fireflyhpc.session.srun`. Ending that group
+ends the step.)
 
 1. We write the session's token, one line. The lifeline checks that the server still
    runs and writes its *generation* (a random word of ours) to the run folder's
@@ -174,12 +177,16 @@ done
 """
 
 # $1: job id. Prints "NAME PGID KEPT CANCELS READY-JSON" for each run folder of that
-# job that has a token file (a kept server), one per line. KEPT is "detached" or
-# "lingering"; CANCELS is 1 when leaving it must cancel the job.
+# job that has a token file (a kept server) and whose process group lives on this host
+# (its "host" file: the home is shared by the login node, where srun steps are held,
+# and the nodes), one per line. KEPT is "detached" or "lingering"; CANCELS is 1 when
+# leaving it must cancel the job.
 FIND_SCRIPT = r"""
 cd || exit 0
+host=$(uname -n)
 for d in .fireflyhpc/run/"$1"-*; do
     [ -s "$d/token" ] && [ -s "$d/ready.json" ] && [ -s "$d/pgid" ] || continue
+    [ "$(cat "$d/host" 2>/dev/null)" = "$host" ] || continue
     kept=$(cat "$d/kept" 2>/dev/null)
     cancels=0
     [ -f "$d/cancels" ] && cancels=1
@@ -350,10 +357,12 @@ def parse_find_output(stdout: str, node: str) -> list[KeptServer]:
 
 
 def find_kept(conn: Runner, job_id: str, node: str) -> KeptServer | None:
-    """A kept server of ``job_id`` (with its token), if one is recorded and alive.
+    """A kept server of ``job_id`` (with its token), if one is recorded and alive on
+    the host ``conn`` runs on (the node; the login node for srun steps).
 
     A recorded one whose process group is gone is stale: its folder (and token) is
-    removed. Raises SSHError if the node could not be reached.
+    removed. Folders of servers held on another host are left alone. Raises SSHError
+    if the host could not be reached.
     """
     result = conn.run(["sh", "-c", FIND_SCRIPT, "sh", job_id], check=False, timeout=30)
     for kept in parse_find_output(getattr(result, "stdout", ""), node):

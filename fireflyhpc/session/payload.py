@@ -40,7 +40,6 @@ class PayloadSteps:
     _login: Any
     _server: launch.RemoteServer | None
     _lifeline: lifeline.Lifeline | None
-    _srun: Any
 
     if TYPE_CHECKING:  # Session's own methods
         def node_conn(self) -> Any: ...
@@ -70,8 +69,6 @@ class PayloadSteps:
         progress(f"ssh to {self.node} failed ({refused}); starting the payload with srun "
                  "instead (launch = \"auto\")")
         try:
-            if self.request.detach:
-                raise ConfigError("--detach needs SSH to the node")
             self._start_with_srun(progress)
         except FireflyHPCError as also:
             family = ConfigError if isinstance(also, ConfigError) else ServerError
@@ -80,16 +77,20 @@ class PayloadSteps:
                          hint="see `fireflyhpc doctor`") from None
 
     def _start_with_srun(self, progress: Say) -> None:
-        from fireflyhpc.session.srun import SrunPayload
+        """The payload as a step of the job, held on the login node (see :mod:`.srun`),
+        or a server of this job that a lost srun session left there."""
+        from fireflyhpc.session.srun import start_step
 
         assert self.job_id and self.node
         spec = payload_spec(self.settings, self.request.data_dirs)
-        progress(f"starting the payload on {self.node} with srun")
         self.launched_with = "srun"
-        self._srun = SrunPayload(self._login, spec, job_id=self.job_id, node=self.node,
-                                 token=self.token, name=launch.run_name(self.job_id, self.id))
-        self._server = self._srun.server
+        if not self.submitted and self._reuse_detached(self._login, progress):
+            return
+        progress(f"starting the payload on {self.node} with srun")
+        self._server = start_step(self._login, spec, job_id=self.job_id, node=self.node,
+                                  token=self.token, name=launch.run_name(self.job_id, self.id))
         self._say_app_choice(progress)
+        self._attach(self._login)
 
     def _start_with_ssh(self, conn: Any, progress: Say) -> None:
         assert self.job_id and self.node
@@ -121,8 +122,9 @@ class PayloadSteps:
             progress(launch.auto_choice(self._server.app, self.settings.python))
 
     def _reuse_detached(self, conn: Any, progress: Say) -> bool:
-        """Take over a server of this job kept on the node: detached, or left lingering
-        by a session that lost its connection (or was killed)."""
+        """Take over a server of this job kept on the host ``conn`` runs on (the node;
+        the login node for srun steps): detached, or left lingering by a session that
+        lost its connection (or was killed)."""
         assert self.job_id and self.node
         found = lifeline.find_kept(conn, self.job_id, self.node)
         if found is None:

@@ -54,13 +54,11 @@ class ConnectRequest:
         combination the launch cannot do.
         """
         settings = load_settings(self.config, self.flags(), cluster=self.cluster)
-        if settings.launch == "srun":
-            refused = ("--detach" if self.detach else
-                       "a payload command" if settings.payload not in PAYLOAD_APPS else None)
-            if refused:
-                raise ConfigError(f"{refused} is not supported with launch = \"srun\"",
-                                  hint="the payload is a job step that ends with connect; "
-                                       "use launch = \"ssh\" where nodes accept SSH")
+        if settings.launch == "srun" and settings.payload not in PAYLOAD_APPS:
+            raise ConfigError("a payload command is not supported with launch = \"srun\"",
+                              hint="a job step listens on the node's addresses, and only "
+                                   "fireflyhpc's own server checks a token there; use "
+                                   "launch = \"ssh\" where nodes accept SSH")
         return settings
 
 

@@ -1,17 +1,27 @@
 """Starting the payload with ``srun --jobid ID --overlap`` (profile ``launch = "srun"``).
 
 For clusters that refuse SSH to compute nodes: the payload becomes a job step of
-the user's job, started from the login node. The ``srun`` runs inside an SSH
-channel this process keeps open (the *lifeline*): closing it, or this process
-dying, makes the script on the login node end ``srun``, which ends the step (Slurm
-kills every process of it on the node) and removes the run folder.
+the user's job, started from the login node. The start script is the one SSH launch
+runs on the node (:data:`fireflyhpc.session.launch.START_SCRIPT`, kind ``step``), run
+on the login node instead: there ``srun`` is started in a session and process group
+of its own, detached from the SSH connection, and that process group is what the
+:class:`~fireflyhpc.session.launch.RemoteServer` names. So everything that holds or
+ends a server over SSH works on the login node unchanged: the lifeline and its guard
+(:mod:`fireflyhpc.session.lifeline`: a lost connection keeps the step for the grace
+period, a later ``connect --job ID`` takes it back), ``stop_payload`` and
+``payload_alive``. Ending srun's process group (SIGTERM) makes srun end the step at
+once (Slurm ends every process of it on the node; on the mini cluster srun is gone
+within 0.1 s). A SIGKILLed srun would leave the step running: the task's watcher ends
+the server when the run folder is gone, as it is after every way of ending srun.
 
 Differences from SSH launch, all forced by the missing SSH hop to the node:
 
 - the server binds all the node's addresses (the login node must connect to it:
   the tunnel's ``direct`` hop); the token still guards every request;
-- the token travels in a 0600 file in the run folder of the (shared) home, written
-  over SSH stdin, because srun's own stdin is not private to one task;
+- the token travels in a 0600 file in the run folder of the (shared) home, because
+  srun's own stdin is not private to one task; the task reads it and removes it
+  before the server starts, so it is on disk only while the step starts (and, as
+  with SSH launch, while no session holds the server);
 - the ready file is read from the login node (shared home).
 """
 
@@ -21,110 +31,69 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from fireflyhpc.errors import ConfigError, ServerError
+from fireflyhpc.errors import ConfigError
 from fireflyhpc.scheduler import slurm
-from fireflyhpc.session.launch import RUN_ROOT, PayloadSpec, RemoteServer, parse_start_output, \
-    payload_argv
+from fireflyhpc.session.launch import READY_TIMEOUT, RUN_ROOT, PayloadSpec, RemoteServer, \
+    payload_argv, start_payload, start_script
 
 log = logging.getLogger(__name__)
 
-# $1 run folder; the rest: the srun command with the task's argv. Prints "pid PID"
-# (srun's pid on the login node), then holds until its stdin says "detach" or ends.
-HOLD_SCRIPT = r"""
+# The step's task on the node. $1 the run folder; the rest: the server's argv. The
+# token file goes as soon as it is read; then the profile's setup lines, then the
+# server (its stdout, which carries the token URL, goes to /dev/null via srun --output).
+# A SIGKILLed srun leaves its step running (SIGTERM makes srun end it); whatever ends
+# srun also removes the run folder, so a watcher ends the server (the task's pid, once
+# exec'd) when the folder is gone.
+TASK_SCRIPT = r"""
 cd || exit 4
 dir=$1; shift
-"$@" &
-pid=$!
-echo "pid $pid"
-IFS= read -r word
-[ "$word" = detach ] && exit 0
-kill -TERM "$pid" 2>/dev/null
-wait "$pid"
-rm -rf -- "$dir"
-exit 0
-"""
-
-# The step's task: the profile's setup lines, then the server (its stdout, which
-# carries the token URL, goes to /dev/null via srun --output).
-TASK_SCRIPT = """
-cd || exit 4
+IFS= read -r FIREFLYHPC_TOKEN <"$dir/token" || exit 4
+rm -f -- "$dir/token"
+export FIREFLYHPC_TOKEN
+sh -c 'while [ -d "$1" ] && kill -0 "$2" 2>/dev/null; do sleep {poll}; done
+[ -d "$1" ] || kill -TERM "$2" 2>/dev/null' sh "$dir" "$$" </dev/null >/dev/null 2>&1 &
 {setup}
 cd || exit 4
 exec "$@"
 """
-
-# $1 run folder, $2 srun pid, $3 ticks of 0.2 s: wait for the ready file.
-WAIT_SCRIPT = r"""
-cd || exit 4
-i=0
-while [ "$i" -lt "$3" ]; do
-    [ -s "$1/ready.json" ] && { cat "$1/ready.json"; exit 0; }
-    kill -0 "$2" 2>/dev/null || { tail -n 15 "$1/server.log" >&2; exit 3; }
-    sleep 0.2
-    i=$((i + 1))
-done
-tail -n 15 "$1/server.log" >&2
-exit 5
-"""
+WATCH_POLL = 5  # seconds between the task watcher's looks at the run folder
 
 
-class SrunPayload:
-    """A payload running as a job step; :meth:`stop` ends it (see the module doc)."""
+def task_script(setup: tuple[str, ...], poll: int = WATCH_POLL) -> str:
+    """The step's task script with the profile's ``setup`` lines in place (pure)."""
+    script = TASK_SCRIPT.replace("{poll}", str(int(poll)))
+    return script.replace("{setup}", "\n".join(setup) or ":")
 
-    def __init__(self, login: Any, spec: PayloadSpec, *, job_id: str, node: str, name: str,
-                 token: str, timeout: float = 60.0) -> None:
-        if spec.kind == "command":
-            raise ConfigError("launch = \"srun\" runs the builtin or firefly payload only")
-        self.login = login
-        run_dir = f"{RUN_ROOT}/{name}"
-        login.run(["sh", "-c", 'umask 077 && mkdir -p -- "$1"', "sh", run_dir])
-        login.write_file(f"{run_dir}/token", token + "\n")
-        spec = replace(spec, bind="0.0.0.0")
-        task = ["sh", "-c", TASK_SCRIPT.replace("{setup}", "\n".join(spec.setup) or ":"), "sh",
-                *payload_argv(spec, f"{run_dir}/ready.json"),
-                "--token-file", f"{run_dir}/token"]
-        srun = slurm.srun_step_argv(job_id, node, error_file=f"{run_dir}/server.log")
-        self._holder = login.start(["sh", "-c", HOLD_SCRIPT, "sh", run_dir, *srun, *task])
-        try:
-            pid = self._read_pid(timeout=30)
-            ticks = str(max(1, int(timeout / 0.2)))
-            result = login.run(["sh", "-c", WAIT_SCRIPT, "sh", run_dir, str(pid), ticks],
-                               check=False, timeout=timeout + 30)
-            if result.exit_code != 0:
-                tail = " | ".join(x for x in result.stderr.strip().splitlines()[-6:] if x)
-                raise ServerError(f"the payload step on {node} did not start: "
-                                  f"{tail or 'no output'}")
-            self.server = parse_start_output(f"pid {pid}\n{result.stdout}", node, name)
-        except BaseException:
-            self.stop()
-            raise
-        log.info("payload started on %s as a step of job %s (srun pid %d on the login node)",
-                 node, job_id, pid)
 
-    def _read_pid(self, timeout: float) -> int:
-        raw = self._holder.readline(timeout=timeout)
-        if not raw:  # None: nothing in time; b"": the launcher ended without a word
-            raise ServerError("srun did not start on the login node")
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        if not line.startswith("pid ") or not line[4:].strip().isdigit():
-            raise ServerError(f"unexpected answer from the srun launcher: {line[:100]!r}")
-        return int(line[4:])
+def task_argv(spec: PayloadSpec, run_dir: str, *, poll: int = WATCH_POLL) -> list[str]:
+    """The step's task: :data:`TASK_SCRIPT` and the server's argv, the server bound to
+    all the node's addresses (pure). Raises ConfigError for a payload command (only the
+    fireflyhpc server can be made to check the token)."""
+    if spec.kind == "command":
+        raise ConfigError("launch = \"srun\" runs the builtin or firefly payload only")
+    server = payload_argv(replace(spec, bind="0.0.0.0"), f"{run_dir}/ready.json")
+    return ["sh", "-c", task_script(spec.setup, poll), "sh", run_dir, *server]
 
-    def alive(self) -> bool:
-        """True while srun (and so the step) runs."""
-        return self._holder.poll() is None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """End srun and so the step (all its processes on the node). Never raises."""
-        try:
-            self._holder.close_stdin()
-            self._holder.wait(timeout)
-        except Exception as exc:  # the connection may be gone: the closed channel ends srun
-            log.debug("srun payload stop: %s", exc)
-        finally:
-            self._holder.close()
+def start_step_argv(spec: PayloadSpec, *, job_id: str, node: str, name: str,
+                    timeout: float = READY_TIMEOUT) -> list[str]:
+    """The argv (for the SSH layer to quote) that, run on the login node, starts ``spec``
+    as a step of ``job_id`` on ``node`` in run folder ``name`` (pure; raises as
+    :func:`task_argv`)."""
+    run_dir = f"{RUN_ROOT}/{name}"
+    task = task_argv(spec, run_dir)
+    srun = slurm.srun_step_argv(job_id, node, error_file=f"{run_dir}/server.log")
+    return ["sh", "-c", start_script((), timeout), "sh", run_dir, "step", *srun, *task]
 
-    @property
-    def remote(self) -> RemoteServer:
-        """The server (its ``pgid`` is srun's pid on the login node)."""
-        return self.server
+
+def start_step(login: Any, spec: PayloadSpec, *, job_id: str, node: str, name: str,
+               token: str, timeout: float = READY_TIMEOUT) -> RemoteServer:
+    """Start ``spec`` as a step of ``job_id`` on ``node`` from the login connection
+    ``login``; wait until it listens. The returned server's ``pgid`` is srun's process
+    group on the login node. Raises as :func:`~fireflyhpc.session.launch.start_payload`."""
+    argv = start_step_argv(spec, job_id=job_id, node=node, name=name, timeout=timeout)
+    server = start_payload(login, spec, node=node, name=name, token=token, timeout=timeout,
+                           argv=argv)
+    log.info("payload started on %s as a step of job %s (srun's process group %d on the "
+             "login node)", node, job_id, server.pgid)
+    return server

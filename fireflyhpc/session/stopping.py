@@ -2,7 +2,8 @@
 
 A session whose connect process runs here gets SIGTERM (it cleans up itself) and
 is waited for. A detached session has no process: its server's process group is
-ended over SSH, and its job cancelled if fireflyhpc submitted it.
+ended over SSH (on the node; for an srun step, srun's on the login node), and its
+job cancelled if fireflyhpc submitted it.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def _stop_detached(record: SessionRecord, store: SessionStore, ssh_config: str |
                                      port=record.remote_port or 0,
                                      run_name=launch.run_name(record.job_id, record.id))
         try:
-            launch.stop_payload(login.connect_to(record.node), server)
+            held_by = login if record.launch == "srun" else login.connect_to(record.node)
+            launch.stop_payload(held_by, server)
             done.append(f"server on {record.node} stopped")
         except SSHError as exc:
             log.warning("cannot reach %s to stop the server: %s", record.node, exc)

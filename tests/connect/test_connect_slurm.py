@@ -56,7 +56,7 @@ def test_builders() -> None:
     assert slurm.squeue_state_argv("12_3") == ["squeue", "-h", "-o", "%T", "-j", "12_3"]
     assert slurm.srun_step_argv("9", "node1", error_file="r/server.log") == [
         "srun", "--jobid=9", "--overlap", "--nodes=1", "--ntasks=1", "--nodelist=node1",
-        "--input=none", "--output=/dev/null", "--error=r/server.log",
+        "--input=none", "--output=/dev/null", "--error=r/server.log", "--open-mode=append",
         "--job-name=fireflyhpc-payload"]
 
 

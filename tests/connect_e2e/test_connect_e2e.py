@@ -216,12 +216,17 @@ def test_connect_ends_at_the_time_limit_with_a_warning(bench) -> None:  # type: 
     assert_nothing_left(bench, job_id, port)
 
 
-def test_connect_killed_hard_leaves_no_payload_nor_job(bench) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("launch", ["ssh", "srun"])
+def test_connect_killed_hard_leaves_no_payload_nor_job(bench, launch: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL gives connect no chance to clean up: the node does it, once the grace
-    period (`--linger`) for a lost connection has passed."""
-    run = bench.connect("--linger", "8s")
+    period (`--linger`) for a lost connection has passed. (With srun, the login node
+    does it: it ends srun, which ends the step.)"""
+    run = bench.connect("--linger", "8s", config=_srun_config(bench, tmp_path)
+                        if launch == "srun" else None)
     port, _ = url_parts(run.wait_url())
-    job_id = next(s for s in bench.sessions() if s["local_port"] == port)["job_id"]
+    record = next(s for s in bench.sessions() if s["local_port"] == port)
+    job_id = record["job_id"]
+    assert record["launch"] == launch
     (server,) = bench.payloads(job_id)
     (folder,) = (bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*")
     children = psutil.Process(run.proc.pid).children(recursive=True)
@@ -272,12 +277,18 @@ def test_python_api_session_context_manager(bench, cleanup_jobs, monkeypatch) ->
     assert bench.squeue().get(job_id) == "RUNNING"
 
 
+def _srun_config(bench, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The bench profile with launch = "srun"."""
+    config = tmp_path / "fireflyhpc-srun.toml"
+    lines = [ln for ln in bench.config.read_text().splitlines() if not ln.startswith("launch")]
+    config.write_text("\n".join([*lines, 'launch = "srun"', ""]))
+    return config
+
+
 def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """launch = "srun": the payload is a step of the job (no SSH to the node), reached
-    through the tunnel's direct hop; Ctrl-C ends the step."""
-    config = tmp_path / "fireflyhpc.toml"
-    text = bench.config.read_text().replace('launch = "ssh"', 'launch = "srun"')
-    config.write_text(text if 'launch = "srun"' in text else text + 'launch = "srun"\n')
+    through the tunnel's direct hop; Ctrl-C ends the step. Detached, `stop ID` ends it."""
+    config = _srun_config(bench, tmp_path)
     job_id = bench.sbatch()
     cleanup_jobs.append(job_id)
     node = bench.wait_running(job_id)
@@ -295,6 +306,22 @@ def test_connect_with_srun_launch(bench, cleanup_jobs, tmp_path) -> None:  # typ
     assert "fireflyhpc-payload" not in bench.cluster.ssh(
         "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout
     assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
+    # Detached, the step is kept (its srun held on login1); `stop ID` ends it from there.
+    done = bench.run("connect", "--cluster", "mini", "--no-browser", "--job", job_id,
+                     "--detach", config=config, timeout=180)
+    assert done.returncode == 0, done.stderr
+    detached = _session(bench, job_id)
+    assert detached["detached"] and detached["launch"] == "srun"
+    assert len(bench.payloads(job_id)) == 1
+    assert psutil.Process(detached["remote_pgid"]).name() == "srun"
+    out = bench.run("stop", detached["id"], config=config)
+    assert out.returncode == 0 and "server on" in out.stdout and "stopped" in out.stdout, \
+        out.stdout + out.stderr
+    assert_nothing_left(bench, job_id, None, job_gone=False)
+    assert not list((bench.cluster.home() / ".fireflyhpc" / "run").glob(f"{job_id}-*"))
+    assert wait_for(lambda: "fireflyhpc-payload" not in bench.cluster.ssh(
+        "login1", ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"]).stdout, 15)
+    assert bench.squeue().get(job_id) == "RUNNING"
 
 
 def test_connect_with_a_custom_payload_command(bench, cleanup_jobs) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,9 @@ sleeps, the login node's sshd restarts. Each test ends with the same URL answeri
 the same server (port and process) and the same job still running. And a connect that
 is killed outright leaves its server to the node for the grace period: a second
 `connect --job ID` within it takes the same server back. (That the grace period then
-really ends server and job is test_connect_e2e.py's killed-hard test.)
+really ends server and job is test_connect_e2e.py's killed-hard test.) With
+`launch = "srun"` the same holds: the step's srun, held on the login node, outlives
+the connection that started it.
 
 The time from the repair (link up, sshd accepting again, SIGCONT) to the first 200
 through the same URL is printed as ``recovery: FAULT: N.N s`` (run with -s to see it)."""
@@ -38,6 +40,7 @@ class Live:
     remote_port: int
     server_pid: int
     session_id: str
+    pgid: int  # the process group that holds the server: on the node, or srun's on login1
 
     def ok(self, timeout: float = 5) -> bool:
         try:
@@ -46,21 +49,25 @@ class Live:
             return False
 
 
-def start(bench, *args: str, ssh: str = "auto", tmp_path: Path | None = None) -> Live:  # type: ignore[no-untyped-def]
-    """A connect session through the bench profile; ``ssh`` picks the SSH backend."""
+def start(bench, *args: str, ssh: str = "auto", launch: str = "ssh",  # type: ignore[no-untyped-def]
+          tmp_path: Path | None = None) -> Live:
+    """A connect session through the bench profile; ``ssh`` picks the SSH backend,
+    ``launch`` the way the payload is started."""
     config = None
-    if ssh != "auto":
+    if ssh != "auto" or launch != "ssh":
         assert tmp_path is not None
-        config = tmp_path / "fireflyhpc.toml"  # the profile is the file's last table
-        config.write_text(bench.config.read_text().rstrip("\n") + f'\nssh = "{ssh}"\n')
+        config = tmp_path / f"fireflyhpc-{ssh}-{launch}.toml"  # the profile is the last table
+        lines = [ln for ln in bench.config.read_text().splitlines() if not ln.startswith("launch")]
+        config.write_text("\n".join([*lines, f'ssh = "{ssh}"', f'launch = "{launch}"', ""]))
     run = bench.connect(*args, config=config)
     port, token = url_parts(run.wait_url())
     children = {p.name() for p in psutil.Process(run.proc.pid).children(recursive=True)}
     assert ("ssh" in children) == (ssh == "auto"), (ssh, children)  # the backend in use
     record = next(s for s in bench.sessions() if s["local_port"] == port)
+    assert record["launch"] == launch
     (server,) = bench.payloads(record["job_id"])
     return Live(run, port, token, record["job_id"], record["node"], record["remote_port"],
-                server.pid, record["id"])
+                server.pid, record["id"], record["remote_pgid"])
 
 
 def recovery(live: Live, what: str, since: float | None, timeout: float = 120) -> float:
@@ -88,6 +95,7 @@ def assert_same_session(bench, live: Live) -> None:  # type: ignore[no-untyped-d
         live.run.stderr_text
     found = record(bench, live)
     assert (found["remote_port"], found["local_port"]) == (live.remote_port, live.port)
+    assert found["remote_pgid"] == live.pgid and psutil.pid_exists(live.pgid)
     assert not run_folder(bench, live).joinpath("token").exists()  # held again: not on disk
 
 
@@ -196,16 +204,46 @@ def test_connect_and_its_ssh_children_stopped_60_s(bench) -> None:  # type: igno
         end(live, bench)
 
 
-def test_second_connect_within_the_grace_period_takes_the_server_back(bench) -> None:  # type: ignore[no-untyped-def]
-    first = start(bench, "--linger", "60s")
+def test_srun_step_survives_link_down_20_s_and_login_sshd_restarted(  # type: ignore[no-untyped-def]
+        bench, tmp_path: Path) -> None:
+    """launch = "srun": the step's srun runs detached on login1 and the lifeline holds
+    it there; losing the connection that started it is not the end of it."""
+    live = start(bench, launch="srun", tmp_path=tmp_path)
+    try:
+        srun = psutil.Process(live.pgid)
+        assert srun.name() == "srun" and os.getpgid(live.pgid) == live.pgid
+        with bench.cluster.link_down() as outage:
+            time.sleep(20)
+        recovery(live, "srun launch: link down 20 s", outage.restored)
+        assert_same_session(bench, live)
+        before = generation(bench, live)
+        bench.cluster.restart_sshd(bench.cluster.login_host, sessions_of=live.run.proc.pid)
+        recovery(live, "srun launch: sshd@login1 restarted", time.monotonic())
+        # The lifeline's connection (and the one that started srun) went with sshd.
+        assert wait_for(lambda: generation(bench, live) != before, 60), live.run.stderr_text
+        assert_same_session(bench, live)
+        assert srun.is_running() and "reconnected after" in live.run.stderr_text
+        assert "ends once its node notices" not in live.run.stderr_text
+    finally:
+        end(live, bench)
+
+
+@pytest.mark.parametrize("launch", ["ssh", "srun"])
+def test_second_connect_within_the_grace_period_takes_the_server_back(  # type: ignore[no-untyped-def]
+        bench, launch: str, tmp_path: Path) -> None:
+    first = start(bench, "--linger", "60s", launch=launch, tmp_path=tmp_path)
     folder = run_folder(bench, first)
     first.run.stop(signal.SIGKILL)
     # The node keeps the server for the grace period: its token waits in the 0600 file.
     assert wait_for(lambda: folder.joinpath("token").exists(), 30)
     assert oct(folder.joinpath("token").stat().st_mode & 0o777) == "0o600"
-    second = start(bench, "--job", first.job_id, "--linger", "60s")
+    held_on = bench.cluster.login_host if launch == "srun" else first.node
+    assert folder.joinpath("host").read_text().strip() == held_on
+    second = start(bench, "--job", first.job_id, "--linger", "60s", launch=launch,
+                   tmp_path=tmp_path)
     assert "reusing the server a lost session left" in second.run.stderr_text
     assert (second.remote_port, second.server_pid) == (first.remote_port, first.server_pid)
+    assert second.pgid == first.pgid
     assert second.token == first.token and second.ok()
     assert not folder.joinpath("token").exists()
     # The killed session had submitted the job: leaving now cancels it, at once.

@@ -182,6 +182,24 @@ def test_find_kept_skips_held_servers_and_drops_stale_ones(runner: LocalRunner,
     assert not folder.exists()  # and its token went with its folder
 
 
+def test_find_kept_leaves_servers_held_on_another_host_alone(runner: LocalRunner,
+                                                              server: RemoteServer) -> None:
+    """The run folders of the shared home hold servers of two kinds of host: nodes
+    (SSH launch) and the login node (srun steps). A find on one host never judges,
+    nor removes, a folder whose process group lives on another."""
+    held = hold(runner, server, linger=600)
+    held.drop()
+    folder = runner.home / server.run_dir
+    assert wait_for(lambda: (folder / "token").exists(), 10)
+    here = (folder / "host").read_text()
+    (folder / "host").write_text("login-elsewhere\n")
+    assert lifeline.find_kept(runner, JOB, "local") is None
+    assert (folder / "token").exists() and alive(server)
+    (folder / "host").write_text(here)
+    found = lifeline.find_kept(runner, JOB, "local")
+    assert found is not None and found.server == server and found.token == TOKEN
+
+
 def test_parse_find_output_skips_malformed_lines() -> None:
     good = f'{JOB}-0123abcd 77 lingering 1 {{"port": 8123, "pid": 77}}'
     lines = [good, "garbage", f"{JOB}-0123abcd x lingering 1 {{}}",

@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fireflyhpc.session import jobs, launch
+from fireflyhpc.session import jobs, launch, srun
 from fireflyhpc.errors import ConfigError, ServerError
 from fireflyhpc.scheduler import JobInfo, JobState, StartEstimate
 
-from connect_e2e_helpers import LocalRunner
+from connect_e2e_helpers import LocalRunner, wait_for
 
 
 def test_payload_argv_auto_demo_and_data() -> None:
@@ -42,6 +42,61 @@ def test_token_never_in_the_launch_argv() -> None:
     joined = shlex.join(argv)
     assert "FIREFLYHPC_TOKEN=" not in joined and "--token" not in joined
     assert "module load x" in argv[4]  # setup lines are part of the constant script
+
+
+def test_srun_step_argv_carries_no_token_and_binds_the_node() -> None:
+    spec = launch.PayloadSpec.from_setting("builtin", python="python3", setup=("module load x",))
+    name = launch.run_name("12", "0123abcd")
+    argv = srun.start_step_argv(spec, job_id="12", node="node1", name=name)
+    joined = shlex.join(argv)
+    assert "FIREFLYHPC_TOKEN=" not in joined and "--token" not in joined
+    assert argv[:2] == ["sh", "-c"] and argv[3:6] == ["sh", f".fireflyhpc/run/{name}", "step"]
+    srun_words = argv[6:argv.index("sh", 6)]
+    assert srun_words[:2] == ["srun", "--jobid=12"] and "--nodelist=node1" in srun_words
+    task = argv[6 + len(srun_words):]
+    assert "module load x" in task[2] and "module load x" not in argv[2]  # setup: on the node
+    assert task[task.index("--host") + 1] == "0.0.0.0"  # the login node connects to it
+    with pytest.raises(ConfigError, match="builtin or firefly"):
+        srun.start_step_argv(launch.PayloadSpec.from_setting("python3 -m http.server {port}"),
+                             job_id="12", node="node1", name=name)
+
+
+def test_a_step_reads_its_token_file_and_removes_it_before_the_server_starts(
+        tmp_path: Path) -> None:
+    """The start script's "step" kind and the step's task, run here in a real sh against
+    a real `fireflyhpc serve`, without the srun between them (srun needs the cluster;
+    test_connect_e2e.py and test_connect_faults.py run it there)."""
+    runner = LocalRunner(tmp_path)
+    spec = launch.PayloadSpec(python=sys.executable)
+    run_dir = f"{launch.RUN_ROOT}/1-0123abcd"
+    token = "t0k3n-" + "y" * 30
+    argv = ["sh", "-c", launch.start_script(()), "sh", run_dir, "step",
+            *srun.task_argv(spec, run_dir, poll=1)]
+    server = launch.start_payload(runner, spec, node="local", name="1-0123abcd",
+                                  token=token, argv=argv)
+    try:
+        folder = tmp_path / run_dir
+        assert not (folder / "token").exists()  # read by the task, then removed
+        assert (folder / "host").read_text().strip() == os.uname().nodename
+        assert (folder / "pgid").read_text().strip() == str(server.pgid)
+        assert os.getpgid(server.pgid) == server.pgid
+        procs = [psutil.Process(server.pgid), *psutil.Process(server.pgid).children(True)]
+        assert all(token not in " ".join(p.cmdline()) for p in procs)
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/datasets.json", headers={"Authorization": f"Bearer {token}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        # srun SIGKILLed leaves the step; whatever killed it removes the run folder:
+        # the task's watcher then ends the server.
+        server_pid = next(p.pid for p in procs if "serve" in p.cmdline())
+        import shutil
+        shutil.rmtree(folder)
+        assert wait_for(lambda: not psutil.pid_exists(server_pid)
+                        or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE, 20)
+    finally:
+        launch.stop_payload(runner, server)
+    assert not (tmp_path / run_dir).exists()
 
 
 def test_run_name_is_validated() -> None:
@@ -111,6 +166,8 @@ def test_launch_script_runs_a_real_server_and_stops_its_group(tmp_path: Path) ->
         conn.request("GET", "/datasets.json")
         assert conn.getresponse().status == 403
         conn.close()
+        # find_kept looks for kept servers on the host that holds them only
+        assert (tmp_path / server.run_dir / "host").read_text() == os.uname().nodename + "\n"
     finally:
         launch.stop_payload(runner, server)
     assert not psutil.pid_exists(server.pgid) or psutil.Process(server.pgid).status() == "zombie"
