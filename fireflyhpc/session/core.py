@@ -36,19 +36,19 @@ from fireflyhpc.urls import token_url
 
 log = logging.getLogger(__name__)
 
+PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
+WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
 # What _open_forward imports (both backends' modules: which one is used shows later).
 TUNNEL_MODULES = ("fireflyhpc.tunnel.build", "fireflyhpc.tunnel.openssh")
 
 
 def _load_modules(names: Sequence[str]) -> None:
+    """Import ``names`` (in a thread of its own: see Session.open)."""
     for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:  # the import proper, where used, will say what is wrong
             log.debug("could not preload %s: %s", name, exc)
-
-PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
-WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
 
 
 @dataclass
