@@ -24,6 +24,14 @@ def test_version_matches_package() -> None:
     assert proc.stdout.strip() == f"fireflyhpc, version {fireflyhpc.__version__}"
 
 
+def last_line_of_python(code: str) -> str:
+    """The last line ``code`` prints in a fresh interpreter, which must exit 0."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()[-1]
+
+
 def test_help_lists_global_options() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
@@ -44,10 +52,7 @@ def test_cli_loads_without_the_ssh_stack() -> None:
             "status = main(['--version'])\n"
             "print(sorted(m for m in sys.modules if m.startswith('fireflyhpc.ssh')))\n"
             "sys.exit(status)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "[]"
+    assert last_line_of_python(code) == "[]"
 
 
 def test_unknown_command_is_usage_error() -> None:
@@ -80,10 +85,7 @@ def test_the_command_table_names_each_module_s_commands_exactly() -> None:
 def test_a_command_imports_no_other_command_s_module() -> None:
     code = ("import sys\nfrom fireflyhpc.cli import main\nmain(['status', '--help'])\n"
             "print(sorted(m for m in sys.modules if m.startswith('fireflyhpc.cli.')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "['fireflyhpc.cli.status_cmd']"
+    assert last_line_of_python(code) == "['fireflyhpc.cli.status_cmd']"
 
 
 def test_bare_command_prints_the_help() -> None:

@@ -8,11 +8,13 @@ payload venv): a second run finds it installed."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,20 @@ reader.addParticleGroup(ParticleGroup("Dust", rng.normal(size=(4000, 3)),
                                       partsColors=[1.0, 0.5, 0.2, 1.0], loud=False))
 reader.writeToDisk(loud=False)
 """
+
+
+@contextlib.contextmanager
+def reader_dataset(cluster, python: str, prefix: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A dataset written on node1 by Firefly's own Reader (:data:`READER`) into a new
+    folder of the bench user's home; its name, removed again afterwards."""
+    data = f"{prefix}-{time.monotonic_ns()}"
+    cluster.ssh("node1", ["sh", "-c", f"cd && {shlex.join([python, '-c', READER, data])}"],
+                timeout=300, check=True)
+    try:
+        yield data
+    finally:
+        cluster.ssh("login1", ["rm", "-rf", "--", str(cluster.home() / data),
+                               str(cluster.home() / f"{data}-static")], timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +90,7 @@ def test_install_doctor_reader_and_both_viewers(bench, firefly_venv, capsys) -> 
     assert f"Firefly on the cluster: firefly {FIREFLY}; connect serves Firefly's own app" \
         in doctor, doctor
 
-    data = f"ffreader-{time.monotonic_ns()}"
-    cluster.ssh("node1", ["sh", "-c", f"cd && {shlex.join([python, '-c', READER, data])}"],
-                timeout=300, check=True)
-    try:
+    with reader_dataset(cluster, python, "ffreader") as data:
         with viewer_chromium.Chromium() as chrome:
             page = chrome.new_page()
             run = bench.connect("--data", data, config=config)  # payload auto
@@ -101,9 +114,6 @@ def test_install_doctor_reader_and_both_viewers(bench, firefly_venv, capsys) -> 
             finally:
                 assert run.stop(signal.SIGINT) == 0, run.stderr_text
             page.close()
-    finally:
-        cluster.ssh("login1", ["rm", "-rf", "--", str(cluster.home() / data),
-                               str(cluster.home() / f"{data}-static")], timeout=60)
 
 
 SENDER = """
@@ -135,10 +145,7 @@ def test_firefly_flask_features_behind_the_token(bench, firefly_venv) -> None:  
     by a Python process on the node appears, another user on the node gets nothing."""
     python, config = firefly_venv
     cluster = bench.cluster
-    data = f"ffflask-{time.monotonic_ns()}"
-    cluster.ssh("node1", ["sh", "-c", f"cd && {shlex.join([python, '-c', READER, data])}"],
-                timeout=300, check=True)
-    try:
+    with reader_dataset(cluster, python, "ffflask") as data:
         with viewer_chromium.Chromium() as chrome:
             page = chrome.new_page()
             run = bench.connect("--data", data, "--payload", "firefly-flask", config=config)
@@ -178,6 +185,3 @@ def test_firefly_flask_features_behind_the_token(bench, firefly_venv) -> None:  
             finally:
                 assert run.stop(signal.SIGINT) == 0, run.stderr_text
             page.close()
-    finally:
-        cluster.ssh("login1", ["rm", "-rf", "--", str(cluster.home() / data),
-                               str(cluster.home() / f"{data}-static")], timeout=60)
