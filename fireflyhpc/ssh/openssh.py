@@ -292,9 +292,15 @@ class OpenSSHConnection:
                     child._uses += 1
                     return child
         proxy = shlex.join([*self.mux(), "-W", "%h:%p", "--", "mux"])
-        _, node_found = self._shared.resolve(target)
-        extra = ["-o", f"ProxyCommand={proxy}", *node_options(node_found, self._found)]
+        # One ``ssh -G`` with the ProxyCommand (which wins over a ProxyJump in the
+        # config: no hops to resolve); a second only when the node takes over options
+        # from the login host (node_options reads nothing the ProxyCommand changes).
+        extra = ["-o", f"ProxyCommand={proxy}"]
         spec, found = self._shared.resolve(target, extra)
+        inherited = node_options(found, self._found)
+        if inherited:
+            extra += inherited
+            spec, found = self._shared.resolve(target, extra)
         child = OpenSSHConnection(spec, target, self._shared, found=found, extra=extra,
                                   parent=self)
         mark = self._master.lines_seen() if self._master else 0
