@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 RUN_ROOT = ".fireflyhpc/run"  # relative to the remote $HOME
 READY_TIMEOUT = 60.0  # seconds the server may take to start listening
-READY_POLL = 0.05  # seconds between looks for the ready file (its wait is the whole start's)
+# Seconds between looks for the ready file (its wait is the whole start's): often at
+# first, while a server usually comes up, then at a pace that costs the node nothing.
+READY_POLL, READY_POLL_FAST_FOR, READY_POLL_SLOW = 0.02, 3.0, 0.1
 _RUN_NAME = re.compile(r"[0-9]+(?:_[0-9]+)?-[0-9a-f]{8}")
 
 
@@ -152,11 +154,18 @@ else:
 # one shell command line. Prints "pid PID" then, for the server or step, the ready
 # file's JSON; for a command, "port PORT". Exit 3: it died early. The host the process
 # group lives on goes to the run folder's "host" (find_kept looks there only); a step's
-# token to its "token" file (0600), which the step's task reads and removes.
+# token to its "token" file (0600), which the step's task reads and removes. With
+# FIREFLYHPC_FIND set (see fireflyhpc.session.kept), that script runs first with
+# FIREFLYHPC_FIND_JOB: if it prints a kept server, "kept " and that line, and nothing starts.
 START_SCRIPT = r"""
 cd || exit 4
 umask 077
 dir=$1; kind=$2; shift 2
+if [ -n "${FIREFLYHPC_FIND:-}" ]; then
+    kept=$(sh -c "$FIREFLYHPC_FIND" sh "$FIREFLYHPC_FIND_JOB")
+    [ -n "$kept" ] && { printf 'kept %s\n' "$kept"; exit 0; }
+    unset FIREFLYHPC_FIND FIREFLYHPC_FIND_JOB
+fi
 mkdir -p "$dir" || exit 4
 uname -n >"$dir/host" || exit 4
 IFS= read -r FIREFLYHPC_TOKEN || exit 4
@@ -188,7 +197,7 @@ while [ "$i" -lt {ticks} ]; do
         cat "$dir/ready.json"; exit 0
     fi
     kill -0 "$pid" 2>/dev/null || { tail -n 15 "$dir/server.log" >&2; exit 3; }
-    sleep {poll}
+    if [ "$i" -lt {fast} ]; then sleep {poll}; else sleep {slow}; fi
     i=$((i + 1))
 done
 tail -n 15 "$dir/server.log" >&2
@@ -215,8 +224,12 @@ ALIVE_SCRIPT = 'kill -0 "-$1" 2>/dev/null'
 def start_script(setup: Sequence[str], timeout: float = READY_TIMEOUT) -> str:
     """The launch script with the profile's ``setup`` lines in place (pure)."""
     body = "\n".join(setup) if setup else ":"
-    ticks = max(1, int(timeout / READY_POLL))
-    script = START_SCRIPT.replace("{ticks}", str(ticks)).replace("{poll}", str(READY_POLL))
+    fast = round(min(timeout, READY_POLL_FAST_FOR) / READY_POLL)
+    ticks = max(1, fast + int(max(0.0, timeout - fast * READY_POLL) / READY_POLL_SLOW))
+    script = START_SCRIPT
+    for key, value in (("{ticks}", ticks), ("{fast}", fast), ("{poll}", READY_POLL),
+                       ("{slow}", READY_POLL_SLOW)):
+        script = script.replace(key, str(value))
     script = script.replace("{{port}}", "{port}")
     return script.replace("{setup}", body)
 
@@ -277,6 +290,14 @@ def start_payload(conn: Runner, spec: PayloadSpec, *, node: str, name: str, toke
     if it dies or does not listen within ``timeout`` s; SSHError if the connection fails.
     """
     argv = list(argv) if argv is not None else start_argv(spec, name, timeout)
+    stdout = run_start(conn, argv, spec=spec, node=node, token=token, timeout=timeout)
+    return started_server(conn, stdout, node=node, name=name)
+
+
+def run_start(conn: Runner, argv: Sequence[str], *, spec: PayloadSpec, node: str, token: str,
+              timeout: float = READY_TIMEOUT) -> str:
+    """Run a start script's ``argv`` with the token on stdin; its stdout. Raises
+    ServerError, said as :func:`start_payload` says it, or SSHError."""
     try:
         result = conn.run(argv, input=token + "\n", timeout=timeout + 30)
     except RemoteCommandError as exc:
@@ -291,10 +312,16 @@ def start_payload(conn: Runner, spec: PayloadSpec, *, node: str, name: str, toke
             hint = "check the profile's python and setup lines"
         raise ServerError(f"the payload on {node} {why}: {tail or 'no output'}", hint=hint) \
             from None
+    return str(getattr(result, "stdout", ""))
+
+
+def started_server(conn: Runner, stdout: str, *, node: str, name: str) -> RemoteServer:
+    """The server a start script's ``stdout`` describes. One that started but cannot be
+    read is stopped (nothing is left behind) and ServerError raised."""
     try:
-        server = parse_start_output(getattr(result, "stdout", ""), node, name)
+        server = parse_start_output(stdout, node, name)
     except ServerError:
-        pgid = _first_pid(getattr(result, "stdout", ""))
+        pgid = _first_pid(stdout)
         if pgid is not None:  # started but unreadable: do not leave it behind
             conn.run(["sh", "-c", STOP_SCRIPT, "sh", f"{RUN_ROOT}/{name}", str(pgid)],
                      check=False, timeout=30)

@@ -25,7 +25,7 @@ ends the step.)
 
 *Keeping* the server means: the token is written to the run folder (``token``, mode
 0600, in a 0700 folder), so that a later ``connect --job ID`` can find and reuse it
-(:func:`find_kept`), and a *guard* (:data:`GUARD_SCRIPT`) is started in a session of
+(:func:`fireflyhpc.session.kept.find_kept`), and a *guard* (:data:`GUARD_SCRIPT`) is started in a session of
 its own. The guard ends the server when the job leaves the queue, and, for a lost
 connection, once ``linger`` seconds have passed, cancelling the job too if the
 session that lost it would have. It gives up its duty, doing nothing, as soon as a
@@ -39,15 +39,13 @@ server either sees the server gone or stops the guard; never both.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from fireflyhpc.errors import ServerError, SSHError
 from fireflyhpc.scheduler import slurm
-from fireflyhpc.session.launch import RemoteServer, Runner, is_run_name, payload_alive
+from fireflyhpc.session.launch import RemoteServer
 
 log = logging.getLogger(__name__)
 
@@ -176,26 +174,6 @@ while :; do
 done
 """
 
-# $1: job id. Prints "NAME PGID KEPT CANCELS READY-JSON" for each run folder of that
-# job that has a token file (a kept server) and whose process group lives on this host
-# (its "host" file: the home is shared by the login node, where srun steps are held,
-# and the nodes), one per line. KEPT is "detached" or "lingering"; CANCELS is 1 when
-# leaving it must cancel the job.
-FIND_SCRIPT = r"""
-cd || exit 0
-host=$(uname -n)
-for d in .fireflyhpc/run/"$1"-*; do
-    [ -s "$d/token" ] && [ -s "$d/ready.json" ] && [ -s "$d/pgid" ] || continue
-    [ "$(cat "$d/host" 2>/dev/null)" = "$host" ] || continue
-    kept=$(cat "$d/kept" 2>/dev/null)
-    cancels=0
-    [ -f "$d/cancels" ] && cancels=1
-    printf '%s %s %s %s %s\n' "${d##*/}" "$(cat "$d/pgid")" "${kept:-detached}" "$cancels" \
-        "$(tr -d '\n' <"$d/ready.json")"
-done
-"""
-
-
 def lifeline_script() -> str:
     """The lifeline's shell text (pure)."""
     return LIFELINE_SCRIPT.replace("{common}", _COMMON)
@@ -320,57 +298,3 @@ class Lifeline:
         """Let go without a word, as a lost connection would (the node keeps the server
         for ``linger`` seconds). Never raises."""
         self._held.close()
-
-
-@dataclass(frozen=True)
-class KeptServer:
-    """A server kept on the node without a session: detached, or lingering after its
-    session lost the connection. ``cancels_job``: leaving it must cancel the job."""
-
-    server: RemoteServer
-    token: str = ""
-    detached: bool = True
-    cancels_job: bool = False
-
-    def __repr__(self) -> str:  # never show the token
-        return (f"KeptServer(server={self.server!r}, detached={self.detached}, "
-                f"cancels_job={self.cancels_job})")
-
-
-def parse_find_output(stdout: str, node: str) -> list[KeptServer]:
-    """The kept servers :data:`FIND_SCRIPT` listed, without tokens (pure); malformed
-    lines are skipped."""
-    found = []
-    for line in stdout.splitlines():
-        parts = line.split(" ", 4)
-        if len(parts) != 5 or not is_run_name(parts[0]) or not parts[1].isdigit() \
-                or parts[2] not in ("detached", "lingering") or parts[3] not in ("0", "1"):
-            continue
-        try:
-            port = int(json.loads(parts[4])["port"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        server = RemoteServer(node=node, pgid=int(parts[1]), port=port, run_name=parts[0])
-        found.append(KeptServer(server, detached=parts[2] == "detached",
-                                cancels_job=parts[3] == "1"))
-    return found
-
-
-def find_kept(conn: Runner, job_id: str, node: str) -> KeptServer | None:
-    """A kept server of ``job_id`` (with its token), if one is recorded and alive on
-    the host ``conn`` runs on (the node; the login node for srun steps).
-
-    A recorded one whose process group is gone is stale: its folder (and token) is
-    removed. Folders of servers held on another host are left alone. Raises SSHError
-    if the host could not be reached.
-    """
-    result = conn.run(["sh", "-c", FIND_SCRIPT, "sh", job_id], check=False, timeout=30)
-    for kept in parse_find_output(getattr(result, "stdout", ""), node):
-        if not payload_alive(conn, kept.server):  # stale: its token must not stay
-            conn.run(["rm", "-rf", "--", kept.server.run_dir], check=False, timeout=30)
-            continue
-        token = conn.run(["cat", "--", f"{kept.server.run_dir}/token"], timeout=30)
-        value = getattr(token, "stdout", "").strip()
-        if value:
-            return KeptServer(kept.server, value, kept.detached, kept.cancels_job)
-    return None

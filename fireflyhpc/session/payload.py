@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fireflyhpc.errors import ConfigError, FireflyHPCError, ServerError, SSHError
-from fireflyhpc.session import launch, lifeline
+from fireflyhpc.session import kept, launch, lifeline
 from fireflyhpc.session.request import Say
 from fireflyhpc.session.steps import payload_spec
 
@@ -79,31 +79,44 @@ class PayloadSteps:
     def _start_with_srun(self, progress: Say) -> None:
         """The payload as a step of the job, held on the login node (see :mod:`.srun`),
         or a server of this job that a lost srun session left there."""
-        from fireflyhpc.session.srun import start_step
+        from fireflyhpc.session.srun import start_step_argv
 
         assert self.job_id and self.node
         spec = payload_spec(self.settings, self.request.data_dirs)
+        name = launch.run_name(self.job_id, self.id)
         self.launched_with = "srun"
-        if not self.submitted and self._reuse_detached(self._login, progress):
-            return
-        progress(f"starting the payload on {self.node} with srun")
-        self._server = start_step(self._login, spec, job_id=self.job_id, node=self.node,
-                                  token=self.token, name=launch.run_name(self.job_id, self.id))
-        self._say_app_choice(progress)
-        self._attach(self._login)
+        progress(f"starting the payload on {self.node} with srun{self._or_reuse()}")
+        argv = start_step_argv(spec, job_id=self.job_id, node=self.node, name=name)
+        self._start(self._login, spec, name, progress, argv)
 
     def _start_with_ssh(self, conn: Any, progress: Say) -> None:
         assert self.job_id and self.node
         spec = payload_spec(self.settings, self.request.data_dirs)
-        name = launch.run_name(self.job_id, self.id)
-        if not self.submitted and self._reuse_detached(conn, progress):
-            return
         if not spec.enforces_token:
             log.warning("a custom payload command cannot be made to check fireflyhpc's "
                         "token: anyone on %s who finds its port can use it", self.node)
-        progress(f"starting the payload on {self.node}")
-        self._server = launch.start_payload(conn, spec, node=self.node, name=name,
-                                            token=self.token)
+        progress(f"starting the payload on {self.node}{self._or_reuse()}")
+        self._start(conn, spec, launch.run_name(self.job_id, self.id), progress)
+
+    def _or_reuse(self) -> str:
+        return "" if self.submitted else f" (unless job {self.job_id} has one kept there)"
+
+    def _start(self, conn: Any, spec: launch.PayloadSpec, name: str, progress: Say,
+               argv: list[str] | None = None) -> None:
+        """Start the payload through ``conn`` (``argv``: the start script's, if not the
+        default one); when attaching to a job, take back a server of it kept there
+        instead, if there is one (one command either way: see :mod:`.kept`)."""
+        assert self.job_id and self.node
+        if self.submitted:  # a job of our own: nothing of it can be kept yet
+            self._server = launch.start_payload(conn, spec, node=self.node, name=name,
+                                                token=self.token, argv=argv)
+        else:
+            started = kept.start_or_reuse(conn, spec, job_id=self.job_id, node=self.node,
+                                          name=name, token=self.token, argv=argv)
+            if isinstance(started, kept.KeptServer):
+                self._take_back(started, conn, progress)
+                return
+            self._server = started
         self._say_app_choice(progress)
         self._attach(conn)
 
@@ -121,14 +134,10 @@ class PayloadSteps:
         if self.settings.payload == "auto" and self._server is not None:
             progress(launch.auto_choice(self._server.app, self.settings.python))
 
-    def _reuse_detached(self, conn: Any, progress: Say) -> bool:
-        """Take over a server of this job kept on the host ``conn`` runs on (the node;
-        the login node for srun steps): detached, or left lingering by a session that
-        lost its connection (or was killed)."""
+    def _take_back(self, found: kept.KeptServer, conn: Any, progress: Say) -> None:
+        """Hold a server of this job that was kept on the host ``conn`` runs on: detached,
+        or left lingering by a session that lost its connection (or was killed)."""
         assert self.job_id and self.node
-        found = lifeline.find_kept(conn, self.job_id, self.node)
-        if found is None:
-            return False
         self._server, self.token = found.server, found.token
         # That session's duties pass to this one: if fireflyhpc submitted the job,
         # leaving cancels it, as leaving that session would have.
@@ -136,4 +145,3 @@ class PayloadSteps:
         self._attach(conn)
         what = "detached server" if found.detached else "server a lost session left"
         progress(f"reusing the {what} on {self.node} (port {self._server.port})")
-        return True

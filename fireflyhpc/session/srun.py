@@ -27,16 +27,13 @@ Differences from SSH launch, all forced by the missing SSH hop to the node:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
-from typing import Any
 
 from fireflyhpc.errors import ConfigError
 from fireflyhpc.scheduler import slurm
-from fireflyhpc.session.launch import READY_TIMEOUT, RUN_ROOT, PayloadSpec, RemoteServer, \
-    payload_argv, start_payload, start_script
+from fireflyhpc.session.launch import READY_TIMEOUT, RUN_ROOT, PayloadSpec, payload_argv, \
+    start_script
 
-log = logging.getLogger(__name__)
 
 # The step's task on the node. $1 the run folder; the rest: the server's argv. The
 # token file goes as soon as it is read; then the profile's setup lines, then the
@@ -84,16 +81,3 @@ def start_step_argv(spec: PayloadSpec, *, job_id: str, node: str, name: str,
     task = task_argv(spec, run_dir)
     srun = slurm.srun_step_argv(job_id, node, error_file=f"{run_dir}/server.log")
     return ["sh", "-c", start_script((), timeout), "sh", run_dir, "step", *srun, *task]
-
-
-def start_step(login: Any, spec: PayloadSpec, *, job_id: str, node: str, name: str,
-               token: str, timeout: float = READY_TIMEOUT) -> RemoteServer:
-    """Start ``spec`` as a step of ``job_id`` on ``node`` from the login connection
-    ``login``; wait until it listens. The returned server's ``pgid`` is srun's process
-    group on the login node. Raises as :func:`~fireflyhpc.session.launch.start_payload`."""
-    argv = start_step_argv(spec, job_id=job_id, node=node, name=name, timeout=timeout)
-    server = start_payload(login, spec, node=node, name=name, token=token, timeout=timeout,
-                           argv=argv)
-    log.info("payload started on %s as a step of job %s (srun's process group %d on the "
-             "login node)", node, job_id, server.pgid)
-    return server

@@ -16,7 +16,7 @@ import pytest
 
 from connect_e2e_helpers import LocalRunner, wait_for
 from fireflyhpc.errors import ServerError
-from fireflyhpc.session import launch, lifeline
+from fireflyhpc.session import kept, launch, lifeline
 from fireflyhpc.session.launch import RemoteServer
 
 TOKEN = "tok-" + "x" * 40
@@ -76,9 +76,9 @@ def test_argv_carries_no_token_and_counts_the_squeue_words() -> None:
     assert argv[:2] == ["sh", "-c"] and argv[4] == lifeline.guard_script()
     assert argv[5:11] == ["77", server.run_dir, "600", "ab12", "6", "squeue"]
     assert argv[10:] == ["squeue", "-h", "-o", "%T", "-j", JOB, "scancel", JOB]
-    kept = lifeline.lifeline_argv(server, linger=0, generation="ab12", job_id=JOB,
-                                  cancel_job=False)
-    assert kept[-6:] == ["squeue", "-h", "-o", "%T", "-j", JOB] and "scancel" not in kept
+    own = lifeline.lifeline_argv(server, linger=0, generation="ab12", job_id=JOB,
+                                 cancel_job=False)
+    assert own[-6:] == ["squeue", "-h", "-o", "%T", "-j", JOB] and "scancel" not in own
     with pytest.raises(ValueError):
         lifeline.lifeline_argv(server, linger=-1, generation="ab12", job_id=JOB,
                                cancel_job=False)
@@ -108,7 +108,7 @@ def test_a_new_lifeline_within_linger_takes_the_server_back(
     first.drop()
     folder = runner.home / server.run_dir
     assert wait_for(lambda: (folder / "token").exists(), 10)
-    found = lifeline.find_kept(runner, JOB, "local")
+    found = kept.find_kept(runner, JOB, "local")
     assert found is not None and found.server == server and found.token == TOKEN
     assert not found.detached and found.cancels_job and TOKEN not in repr(found)
     second = hold(runner, server, linger=3)
@@ -158,7 +158,7 @@ def test_detach_keeps_the_server_until_the_job_ends(runner: LocalRunner,
     assert held.wait(20) == 0
     folder = runner.home / server.run_dir
     assert (folder / "kept").read_text() == "detached\n" and (folder / "token").exists()
-    found = lifeline.find_kept(runner, JOB, "local")
+    found = kept.find_kept(runner, JOB, "local")
     assert found is not None and found.detached and found.cancels_job
     # Detached means: no grace period; the server runs until its job ends.
     assert not wait_for(lambda: not alive(server), 4)
@@ -172,13 +172,13 @@ def test_detach_keeps_the_server_until_the_job_ends(runner: LocalRunner,
 def test_find_kept_skips_held_servers_and_drops_stale_ones(runner: LocalRunner,
                                                            server: RemoteServer) -> None:
     held = hold(runner, server, linger=600)
-    assert lifeline.find_kept(runner, JOB, "local") is None  # held by a live session
+    assert kept.find_kept(runner, JOB, "local") is None  # held by a live session
     held.drop()
     folder = runner.home / server.run_dir
     assert wait_for(lambda: (folder / "token").exists(), 10)
     psutil.Process(server.pgid).kill()  # the server died on its own
     assert wait_for(lambda: not launch.payload_alive(runner, server), 20)
-    assert lifeline.find_kept(runner, JOB, "local") is None
+    assert kept.find_kept(runner, JOB, "local") is None
     assert not folder.exists()  # and its token went with its folder
 
 
@@ -193,19 +193,49 @@ def test_find_kept_leaves_servers_held_on_another_host_alone(runner: LocalRunner
     assert wait_for(lambda: (folder / "token").exists(), 10)
     here = (folder / "host").read_text()
     (folder / "host").write_text("login-elsewhere\n")
-    assert lifeline.find_kept(runner, JOB, "local") is None
+    assert kept.find_kept(runner, JOB, "local") is None
     assert (folder / "token").exists() and alive(server)
     (folder / "host").write_text(here)
-    found = lifeline.find_kept(runner, JOB, "local")
+    found = kept.find_kept(runner, JOB, "local")
     assert found is not None and found.server == server and found.token == TOKEN
 
 
 def test_parse_find_output_skips_malformed_lines() -> None:
-    good = f'{JOB}-0123abcd 77 lingering 1 {{"port": 8123, "pid": 77}}'
-    lines = [good, "garbage", f"{JOB}-0123abcd x lingering 1 {{}}",
-             '../../etc-0123abcd 77 detached 0 {"port": 1}',
-             f'{JOB}-0123abcd 77 forever 0 {{"port": 1}}',
-             f'{JOB}-0123abcd 77 detached 0 not-json']
-    (found,) = lifeline.parse_find_output("\n".join(lines), "n1")
+    good = f'{JOB}-0123abcd 77 lingering 1 {TOKEN} {{"port": 8123, "pid": 77}}'
+    bad = ["garbage", f"{JOB}-0123abcd x lingering 1 {TOKEN} {{}}",
+           f'../../etc-0123abcd 77 detached 0 {TOKEN} {{"port": 1}}',
+           f'{JOB}-0123abcd 77 forever 0 {TOKEN} {{"port": 1}}',
+           f'{JOB}-0123abcd 77 detached 0 {TOKEN} not-json',
+           f'{JOB}-0123abcd 77 detached 0 to$ken {{"port": 1}}']
+    found = kept.parse_find_output("\n".join([*bad, good]), "n1")
+    assert found is not None
     assert found.server == RemoteServer("n1", 77, 8123, f"{JOB}-0123abcd")
-    assert not found.detached and found.cancels_job and found.token == ""
+    assert not found.detached and found.cancels_job and found.token == TOKEN
+    assert TOKEN not in repr(found)
+    assert kept.parse_find_output("\n".join(bad), "n1") is None
+
+
+def test_attaching_takes_a_kept_server_back_in_the_same_command_that_would_start_one(
+        runner: LocalRunner, server: RemoteServer) -> None:
+    """start_or_reuse: with a kept server of the job on the host, that one comes back
+    (with its token) and nothing starts; with none, the payload starts."""
+    spec = launch.PayloadSpec(kind="command", python=sys.executable,
+                              command=f"exec {sys.executable} -m http.server {{port}} "
+                                      "--bind 127.0.0.1")
+    run_root = runner.home / launch.RUN_ROOT
+    held = hold(runner, server, linger=600)
+    held.drop()
+    assert wait_for(lambda: (runner.home / server.run_dir / "token").exists(), 10)
+    before = sorted(p.name for p in run_root.iterdir())
+    found = kept.start_or_reuse(runner, spec, job_id=JOB, node="local",
+                                name=f"{JOB}-4567cdef", token="other-token")
+    assert isinstance(found, kept.KeptServer)
+    assert found.server == server and found.token == TOKEN and not found.detached
+    assert sorted(p.name for p in run_root.iterdir()) == before  # nothing started
+    started = kept.start_or_reuse(runner, spec, job_id="99", node="local",
+                                  name="99-4567cdef", token="other-token")
+    try:
+        assert isinstance(started, RemoteServer) and started.pgid != server.pgid
+        assert alive(started) and (run_root / "99-4567cdef" / "pgid").exists()
+    finally:
+        launch.stop_payload(runner, started)  # type: ignore[arg-type]

@@ -20,7 +20,6 @@ from fireflyhpc.tunnel.engine import PathBroken, TargetRefused, Tunnel
 from fireflyhpc.tunnel.forward import pump
 from fireflyhpc.tunnel.listener import Listener
 from fireflyhpc.tunnel.reply import http_502, looks_like_http
-from fireflyhpc.ssh.sshmsg import ssh_error_from_stderr
 from fireflyhpc.validate import checked, parse_port
 
 # -- pure ----------------------------------------------------------------------------
