@@ -172,7 +172,7 @@ def main() -> int:
             subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-O", "exit", "login1"],
                            capture_output=True, timeout=30)
             for item in sockets.iterdir():
-                item.unlink()
+                item.unlink(missing_ok=True)  # the master may remove its socket late
             sockets.rmdir()
 
 

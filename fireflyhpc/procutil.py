@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:  # imported where used: a session records itself before it needs psutil
+    import psutil
 
 # Start stamps come from clock ticks; two readings of one process agree to well within
 # this, and a reused pid differs by far more.
@@ -37,13 +39,29 @@ def start_stamp(proc: psutil.Process) -> float:
     """
     if not sys.platform.startswith("linux"):
         return float(proc.create_time())
+    return _boot_offset(proc.pid)
+
+
+def own_start_stamp() -> float:
+    """This process's :func:`start_stamp`."""
+    if not sys.platform.startswith("linux"):
+        import psutil
+
+        return start_stamp(psutil.Process())
+    return _boot_offset(os.getpid())
+
+
+def _boot_offset(pid: int) -> float:
+    """Seconds from boot to the start of ``pid`` (Linux, /proc)."""
     try:
-        with open(f"/proc/{proc.pid}/stat", "rb") as handle:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
-    except PermissionError:
-        raise psutil.AccessDenied(proc.pid) from None
-    except OSError:
-        raise psutil.NoSuchProcess(proc.pid) from None
+    except OSError as exc:
+        import psutil
+
+        if isinstance(exc, PermissionError):
+            raise psutil.AccessDenied(pid) from None
+        raise psutil.NoSuchProcess(pid) from None
     # Fields after the command name (which may hold spaces and parentheses): the
     # 20th of them is field 22 of proc(5), starttime, in clock ticks since boot.
     fields = data[data.rindex(b")") + 2:].split()
@@ -57,6 +75,8 @@ def running_process(pid: int, create_time: float) -> psutil.Process | None:
     The returned :class:`psutil.Process` remembers that identity: psutil refuses to
     signal a different process that later gets the same pid.
     """
+    import psutil
+
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -4,6 +4,8 @@ Layers, bottom up (each module imports only those before it):
 
 - :mod:`~fireflyhpc.session.request`: what was asked (:class:`ConnectRequest`) and how
   a session ended (:class:`Ending`); plain values.
+- :mod:`~fireflyhpc.session.login`: the login connection, opened in a thread while
+  the modules after it load.
 - :mod:`~fireflyhpc.session.records`: per-user session records on disk (``status``).
 - :mod:`~fireflyhpc.session.jobs`: which job, waiting for it, how it ended (Slurm).
 - :mod:`~fireflyhpc.session.launch` and :mod:`~fireflyhpc.session.srun`: the payload
@@ -23,8 +25,29 @@ Layers, bottom up (each module imports only those before it):
 function on the package.)
 """
 
-from fireflyhpc.session.api import connect, open_session
-from fireflyhpc.session.core import Session
-from fireflyhpc.session.request import ConnectRequest, Ending
+from __future__ import annotations
 
-__all__ = ["ConnectRequest", "Ending", "Session", "connect", "open_session"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives, loaded on first use (PEP 562): `connect` starts logging
+# in before the session's heavier modules load (see :mod:`.login`).
+_HOMES = {"connect": "api", "open_session": "api", "Session": "core",
+          "ConnectRequest": "request", "Ending": "request"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from fireflyhpc.session.api import connect, open_session
+    from fireflyhpc.session.core import Session
+    from fireflyhpc.session.request import ConnectRequest, Ending

@@ -5,13 +5,14 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fireflyhpc.session import jobs
-from fireflyhpc.session.core import Session
-from fireflyhpc.session.records import SessionStore
+from fireflyhpc.session.login import LoginOpening
 from fireflyhpc.session.request import ConnectRequest, Say
-from fireflyhpc.session.steps import render_job_script
+
+if TYPE_CHECKING:
+    from fireflyhpc.session.core import Session
+    from fireflyhpc.session.records import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,31 @@ def open_session(request: ConnectRequest, *, progress: Say = log.info,
     ServerError or TunnelError; whatever it had started is undone then.
     """
     settings = request.settings()
-    settings.require_login()
+    login = settings.require_login()
     if request.node is not None:
-        jobs.check_node(request.node)
-    script = None if (request.job_id or request.node) else render_job_script(request, settings)
-    session = Session(request=request, settings=settings, store=store or SessionStore(),
-                      stop_requested=stop or threading.Event())
-    session.open(script, progress)
+        from fireflyhpc.session.jobs import check_node
+
+        check_node(request.node)
+    script = None
+    if not (request.job_id or request.node):
+        from fireflyhpc.session.steps import render_job_script
+
+        script = render_job_script(request, settings)
+    stop = stop or threading.Event()
+    progress(f"connecting to {login}")
+    # The login (a handshake, a code, or only a look for the user's master) goes on
+    # while the rest of the session's code loads.
+    opening = LoginOpening(request, settings, stop)
+    try:
+        from fireflyhpc.session.core import Session
+        from fireflyhpc.session.records import SessionStore
+
+        session = Session(request=request, settings=settings, store=store or SessionStore(),
+                          stop_requested=stop)
+    except BaseException:
+        opening.close()
+        raise
+    session.open(script, progress, login=opening)
     return session
 
 

@@ -26,6 +26,7 @@ from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.errors import FireflyHPCError, ServerError, SSHError
 from fireflyhpc.scheduler import Backoff, Scheduler
 from fireflyhpc.session import jobs, launch, lifeline
+from fireflyhpc.session.login import LoginOpening
 from fireflyhpc.session.records import SessionRecord, SessionStore, new_id
 from fireflyhpc.session.request import ConnectRequest, Ending, Say
 from fireflyhpc.session.payload import PayloadSteps
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
 WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
-# What _open_forward imports (both backends' modules: which one is used shows later).
-TUNNEL_MODULES = ("fireflyhpc.tunnel.build", "fireflyhpc.tunnel.openssh")
+# What _open_forward imports (both backends' modules: which one is used shows later),
+# and the HTTP client that asks for the first page.
+TUNNEL_MODULES = ("fireflyhpc.tunnel.build", "fireflyhpc.tunnel.openssh", "http.client")
 
 
 def _load_modules(names: Sequence[str]) -> None:
@@ -123,12 +125,11 @@ class Session(PayloadSteps):
         return self.submitted and not self.request.keep_job
 
     # -- opening, step by step ------------------------------------------------------------
-    def open(self, script: str | None, progress: Say) -> None:
+    def open(self, script: str | None, progress: Say, login: LoginOpening | None = None) -> None:
         """Run every step up to a working URL; ``script`` is the sbatch script to submit
-        (None: attach to the requested job or node). Undoes everything on failure and
+        (None: attach to the requested job or node); ``login``: the login connection
+        already on its way (default: opened here). Undoes everything on failure and
         raises KeyboardInterrupt when a stop was requested meanwhile."""
-        from fireflyhpc.ssh import open_connection
-
         steps: list[Callable[[], object]] = [
             lambda: self._choose_job(script, progress),
             lambda: self._start_payload(progress),
@@ -140,17 +141,17 @@ class Session(PayloadSteps):
         # not between the payload's start and the first page.
         threading.Thread(target=_load_modules, args=(TUNNEL_MODULES,), daemon=True,
                          name="fireflyhpc-preload").start()
-        try:
+        if login is None:
             progress(f"connecting to {self.login}")
-            self._login = open_connection(
-                self.login, ssh_config=self.request.ssh_config,
-                accept_new_host_key=self.request.accept_new_host_key,
-                prompter=self.request.prompter, backend=self.settings.ssh)
+            login = LoginOpening(self.request, self.settings, self.stop_requested)
+        try:
+            self._login = login.result()
             for step in steps:
                 self._check_stop()
                 step()
             self._check_stop()
         except BaseException:
+            login.close()
             self.close()
             raise
 

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import psutil
 
 from fireflyhpc.errors import ConfigError, LocalError
 from fireflyhpc.fsutil import atomic_write
-from fireflyhpc.procutil import process_alive, start_stamp
+from fireflyhpc.procutil import own_start_stamp, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,8 @@ class SessionRecord:
     @classmethod
     def for_this_process(cls, **values: Any) -> "SessionRecord":
         """A record owned by the calling process (pid, its start time, this host)."""
-        me = psutil.Process()
-        return cls(id=values.pop("id", None) or new_id(), pid=me.pid,
-                   pid_create_time=start_stamp(me), hostname=socket.gethostname(), **values)
+        return cls(id=values.pop("id", None) or new_id(), pid=os.getpid(),
+                   pid_create_time=own_start_stamp(), hostname=socket.gethostname(), **values)
 
 
 Records = list[SessionRecord]

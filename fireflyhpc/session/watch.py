@@ -10,7 +10,6 @@ to reconnect. :func:`job_ending` and :func:`server_ending` word those ends.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import time
 import threading
@@ -26,6 +25,7 @@ from fireflyhpc.session.request import Ending
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
+HTTP_RETRY = 0.05  # seconds between tries of the first page (each is a new tunnel channel)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -41,6 +41,8 @@ def http_status(base_url: str, token: str | None, *, timeout: float = 10.0) -> i
 
     Raises OSError / http.client.HTTPException when no answer comes.
     """
+    import http.client  # not before the first page: the session's opening preloads it
+
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
                                       timeout=timeout)
@@ -62,6 +64,8 @@ def wait_http_ok(base_url: str, token: str | None, *, timeout: float = READY_TIM
     Raises ServerError after ``timeout`` s (with the last answer or error),
     KeyboardInterrupt when ``stop()`` turns true.
     """
+    import http.client
+
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -77,7 +81,7 @@ def wait_http_ok(base_url: str, token: str | None, *, timeout: float = READY_TIM
         if time.monotonic() >= deadline:
             raise ServerError(f"the payload did not answer through the tunnel within "
                               f"{timeout:g} s ({last})")
-        time.sleep(0.2)
+        time.sleep(HTTP_RETRY)
 
 
 def watch_loop(check: Callable[[bool], Ending | None], *,
