@@ -197,7 +197,8 @@ while [ "$i" -lt {ticks} ]; do
         cat "$dir/ready.json"; exit 0
     fi
     kill -0 "$pid" 2>/dev/null || { tail -n 15 "$dir/server.log" >&2; exit 3; }
-    if [ "$i" -lt {fast} ]; then sleep {poll}; else sleep {slow}; fi
+    # (a sleep without fractions, as POSIX asks no more, waits a whole second instead)
+    if [ "$i" -lt {fast} ]; then sleep {poll}; else sleep {slow}; fi 2>/dev/null || sleep 1
     i=$((i + 1))
 done
 tail -n 15 "$dir/server.log" >&2

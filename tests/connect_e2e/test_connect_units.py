@@ -260,3 +260,29 @@ def test_a_detached_session_is_dead_once_its_time_limit_passed() -> None:
     from dataclasses import replace
     assert liveness(replace(record, time_limit_end=time.time() - 1)) is Liveness.DEAD
     assert liveness(replace(record, time_limit_end=None)) is Liveness.UNKNOWN
+
+
+def test_the_start_script_waits_with_a_sleep_that_takes_whole_seconds_only(
+        tmp_path: Path) -> None:
+    """POSIX sleep need not take fractions: with one that refuses them (a stand-in first
+    on PATH), the start script still waits for a server that takes 2 s to be ready,
+    instead of running through its ticks at once."""
+    (tmp_path / "home").mkdir()
+    runner = LocalRunner(tmp_path / "home")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sleep").write_text('#!/bin/sh\ncase "$1" in *.*) exit 1;; esac\n'
+                                   'exec /bin/sleep "$@"\n')
+    (bin_dir / "sleep").chmod(0o755)
+    runner.env["PATH"] = f"{bin_dir}:{runner.env['PATH']}"
+    run_dir = f"{launch.RUN_ROOT}/1-0123abcd"
+    slow = (f'/bin/sleep 2; echo \'{{"port": 1234, "pid": 1}}\' > {run_dir}/ready.json; '
+            "exec /bin/sleep 30")
+    argv = ["sh", "-c", launch.start_script((), timeout=8), "sh", run_dir, "server",
+            "sh", "-c", slow]
+    server = launch.start_payload(runner, launch.PayloadSpec(python=sys.executable),
+                                  node="local", name="1-0123abcd", token="t", argv=argv)
+    try:
+        assert server.port == 1234
+    finally:
+        launch.stop_payload(runner, server)
