@@ -5,6 +5,11 @@ look for the user's own master), and the rest of the session's code has yet to l
 then: :class:`LoginOpening` lets the two overlap. Whoever takes the connection
 (:meth:`LoginOpening.result`) owns it; one that nobody takes is closed
 (:meth:`LoginOpening.close`), also if it arrives after everyone stopped waiting.
+
+Only the OpenSSH backend logs in on a thread of its own: ssh asks its own questions,
+and a stop cancels it. The Python fallback asks through ``getpass``, which turns the
+terminal's echo off while it waits; abandoned on another thread, it could leave it
+off. It logs in when :meth:`LoginOpening.result` is called, in the caller's thread.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.session.request import ConnectRequest
+from fireflyhpc.ssh.factory import choose_backend
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +28,8 @@ POLL = 0.05  # seconds between looks at the stop event while waiting
 
 
 class LoginOpening:
-    """``open_connection`` to the session's login node, running from construction on.
+    """``open_connection`` to the session's login node, running from construction on
+    (OpenSSH; see the module doc).
 
     Setting ``stop`` abandons it: an OpenSSH login in progress is cancelled, and
     :meth:`result` raises KeyboardInterrupt.
@@ -38,12 +45,14 @@ class LoginOpening:
         self._conn: Any = None
         self._error: BaseException | None = None
         self._abandoned = False
-        self._thread = threading.Thread(target=self._open, daemon=True,
-                                        name="fireflyhpc-login")
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if choose_backend(settings.ssh, prompter=request.prompter) == "openssh":
+            self._thread = threading.Thread(target=self._open, daemon=True,
+                                            name="fireflyhpc-login")
+            self._thread.start()
 
     def _open(self) -> None:
-        from fireflyhpc.ssh import open_connection
+        from fireflyhpc.ssh.factory import open_connection
 
         try:
             conn = open_connection(
@@ -64,6 +73,8 @@ class LoginOpening:
     def result(self) -> Any:
         """The connection, once open (the caller owns it from here). Raises what opening
         raised (ConfigError, SSHError), or KeyboardInterrupt once ``stop`` is set."""
+        if self._thread is None and not self._done.is_set():
+            self._open()
         while not self._done.wait(POLL):
             if self._stop.is_set():
                 self.close()

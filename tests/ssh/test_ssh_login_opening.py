@@ -19,9 +19,9 @@ from fireflyhpc.session.request import ConnectRequest
 
 
 def opening(tmp_path: Path, ssh_config: Path, stop: threading.Event | None = None,
-            login: str = "target") -> LoginOpening:
+            login: str = "target", backend: str = "openssh") -> LoginOpening:
     profile = tmp_path / "fireflyhpc.toml"
-    profile.write_text(f'[clusters.t]\nlogin = "{login}"\nssh = "openssh"\n')
+    profile.write_text(f'[clusters.t]\nlogin = "{login}"\nssh = "{backend}"\n')
     request = ConnectRequest(cluster="t", config=str(profile), ssh_config=str(ssh_config))
     return LoginOpening(request, request.settings(), stop or threading.Event())
 
@@ -57,6 +57,19 @@ def test_the_connection_is_handed_over_once_and_an_untaken_one_is_closed(
     untaken.close()
     assert settles(lambda: not untaken._thread.is_alive())
     assert settles(lambda: not our_ssh()), "an untaken login is closed"
+
+
+def test_the_python_fallback_logs_in_in_the_callers_thread(
+        make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """getpass turns the terminal's echo off while it waits: it must not be left waiting
+    on a thread that a stop abandons. So paramiko logs in when asked, where asked."""
+    python = opening(tmp_path, make_config(), backend="paramiko")
+    assert python._thread is None
+    conn = python.result()
+    try:
+        assert conn.backend == "paramiko" and conn.run(["echo", "py"]).stdout == "py\n"
+    finally:
+        conn.close()
 
 
 def test_errors_reach_the_caller(make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
