@@ -27,8 +27,9 @@ function on the package.)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fireflyhpc.lazy import lazy_exports
 
 # Where each public name lives, loaded on first use (PEP 562): `connect` starts logging
 # in before the session's heavier modules load (see :mod:`.login`).
@@ -38,14 +39,7 @@ _HOMES = {"connect": "api", "open_session": "api", "Session": "core",
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _HOMES)
 
 if TYPE_CHECKING:
     from fireflyhpc.session.api import connect, open_session

@@ -20,8 +20,9 @@ Everything raises :class:`~fireflyhpc.errors.SSHError` (connect, auth, host keys
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fireflyhpc.lazy import lazy_exports
 
 # Where each public name lives. Loaded on first use (PEP 562), so that the OpenSSH
 # backend never imports paramiko, and the payload side never loads SSH at all.
@@ -42,14 +43,7 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _HOMES)
 
 if TYPE_CHECKING:
     from fireflyhpc.ssh.auth import Authenticator, shared_authenticator
