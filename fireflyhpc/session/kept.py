@@ -81,17 +81,6 @@ def parse_find_output(stdout: str, node: str) -> KeptServer | None:
     return None
 
 
-def find_kept(conn: Runner, job_id: str, node: str) -> KeptServer | None:
-    """A kept server of ``job_id`` (with its token), if one is recorded and alive on
-    the host ``conn`` runs on (the node; the login node for srun steps).
-
-    Stale folders are removed; folders of servers held on another host are left
-    alone (see :data:`FIND_SCRIPT`). Raises SSHError if the host could not be reached.
-    """
-    result = conn.run(["sh", "-c", FIND_SCRIPT, "sh", job_id], check=False, timeout=30)
-    return parse_find_output(str(getattr(result, "stdout", "")), node)
-
-
 def start_or_reuse(conn: Runner, spec: PayloadSpec, *, job_id: str, node: str, name: str,
                    token: str, timeout: float = READY_TIMEOUT,
                    argv: Sequence[str] | None = None) -> RemoteServer | KeptServer:
@@ -111,4 +100,4 @@ def start_or_reuse(conn: Runner, spec: PayloadSpec, *, job_id: str, node: str, n
     return started_server(conn, stdout, node=node, name=name)
 
 
-__all__ = ["FIND_SCRIPT", "KeptServer", "find_kept", "parse_find_output", "start_or_reuse"]
+__all__ = ["FIND_SCRIPT", "KeptServer", "parse_find_output", "start_or_reuse"]

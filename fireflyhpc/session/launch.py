@@ -153,10 +153,11 @@ else:
 # argv of the server (step: of the srun that starts it on another host), or (command)
 # one shell command line. Prints "pid PID" then, for the server or step, the ready
 # file's JSON; for a command, "port PORT". Exit 3: it died early. The host the process
-# group lives on goes to the run folder's "host" (find_kept looks there only); a step's
-# token to its "token" file (0600), which the step's task reads and removes. With
-# FIREFLYHPC_FIND set (see fireflyhpc.session.kept), that script runs first with
-# FIREFLYHPC_FIND_JOB: if it prints a kept server, "kept " and that line, and nothing starts.
+# group lives on goes to the run folder's "host" (kept servers are looked for there
+# only); a step's token to its "token" file (0600), which the step's task reads and
+# removes. With FIREFLYHPC_FIND set (see fireflyhpc.session.kept), that script runs
+# first with FIREFLYHPC_FIND_JOB: if it prints a kept server, "kept " and that line,
+# and nothing starts.
 START_SCRIPT = r"""
 cd || exit 4
 umask 077

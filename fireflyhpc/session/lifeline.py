@@ -25,7 +25,7 @@ ends the step.)
 
 *Keeping* the server means: the token is written to the run folder (``token``, mode
 0600, in a 0700 folder), so that a later ``connect --job ID`` can find and reuse it
-(:func:`fireflyhpc.session.kept.find_kept`), and a *guard* (:data:`GUARD_SCRIPT`) is started in a session of
+(:mod:`fireflyhpc.session.kept`), and a *guard* (:data:`GUARD_SCRIPT`) is started in a session of
 its own. The guard ends the server when the job leaves the queue, and, for a lost
 connection, once ``linger`` seconds have passed, cancelling the job too if the
 session that lost it would have. It gives up its duty, doing nothing, as soon as a

@@ -59,6 +59,13 @@ def hold(runner: LocalRunner, server: RemoteServer, *, linger: int = 2,
     return held
 
 
+def find_kept(runner: LocalRunner) -> kept.KeptServer | None:
+    """What the look for a kept server of JOB (the start script runs it first when
+    attaching) finds on this host."""
+    result = runner.run(["sh", "-c", kept.FIND_SCRIPT, "sh", JOB])
+    return kept.parse_find_output(result.stdout, "local")
+
+
 def files(runner: LocalRunner, server: RemoteServer) -> set[str]:
     folder = runner.home / server.run_dir
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
@@ -108,7 +115,7 @@ def test_a_new_lifeline_within_linger_takes_the_server_back(
     first.drop()
     folder = runner.home / server.run_dir
     assert wait_for(lambda: (folder / "token").exists(), 10)
-    found = kept.find_kept(runner, JOB, "local")
+    found = find_kept(runner)
     assert found is not None and found.server == server and found.token == TOKEN
     assert not found.detached and found.cancels_job and TOKEN not in repr(found)
     second = hold(runner, server, linger=3)
@@ -158,7 +165,7 @@ def test_detach_keeps_the_server_until_the_job_ends(runner: LocalRunner,
     assert held.wait(20) == 0
     folder = runner.home / server.run_dir
     assert (folder / "kept").read_text() == "detached\n" and (folder / "token").exists()
-    found = kept.find_kept(runner, JOB, "local")
+    found = find_kept(runner)
     assert found is not None and found.detached and found.cancels_job
     # Detached means: no grace period; the server runs until its job ends.
     assert not wait_for(lambda: not alive(server), 4)
@@ -169,20 +176,20 @@ def test_detach_keeps_the_server_until_the_job_ends(runner: LocalRunner,
     held.close()
 
 
-def test_find_kept_skips_held_servers_and_drops_stale_ones(runner: LocalRunner,
+def test_the_look_for_kept_servers_skips_held_ones_and_drops_stale_ones(runner: LocalRunner,
                                                            server: RemoteServer) -> None:
     held = hold(runner, server, linger=600)
-    assert kept.find_kept(runner, JOB, "local") is None  # held by a live session
+    assert find_kept(runner) is None  # held by a live session
     held.drop()
     folder = runner.home / server.run_dir
     assert wait_for(lambda: (folder / "token").exists(), 10)
     psutil.Process(server.pgid).kill()  # the server died on its own
     assert wait_for(lambda: not launch.payload_alive(runner, server), 20)
-    assert kept.find_kept(runner, JOB, "local") is None
+    assert find_kept(runner) is None
     assert not folder.exists()  # and its token went with its folder
 
 
-def test_find_kept_leaves_servers_held_on_another_host_alone(runner: LocalRunner,
+def test_the_look_for_kept_servers_leaves_those_held_on_another_host_alone(runner: LocalRunner,
                                                               server: RemoteServer) -> None:
     """The run folders of the shared home hold servers of two kinds of host: nodes
     (SSH launch) and the login node (srun steps). A find on one host never judges,
@@ -193,10 +200,10 @@ def test_find_kept_leaves_servers_held_on_another_host_alone(runner: LocalRunner
     assert wait_for(lambda: (folder / "token").exists(), 10)
     here = (folder / "host").read_text()
     (folder / "host").write_text("login-elsewhere\n")
-    assert kept.find_kept(runner, JOB, "local") is None
+    assert find_kept(runner) is None
     assert (folder / "token").exists() and alive(server)
     (folder / "host").write_text(here)
-    found = kept.find_kept(runner, JOB, "local")
+    found = find_kept(runner)
     assert found is not None and found.server == server and found.token == TOKEN
 
 
