@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 8.0  # seconds a connection may take to answer a keepalive
 WATCH_TIMEOUT = 60.0  # seconds the watch's squeue may take before the cluster counts as lost
-# What _open_forward imports (both backends' modules: which one is used shows later),
-# and the HTTP client that asks for the first page.
+# What _open_forward loads: both tunnel backends (which one is used shows later), http.client.
 TUNNEL_MODULES = ("fireflyhpc.tunnel.build", "fireflyhpc.tunnel.openssh", "http.client")
 
 
@@ -125,10 +124,10 @@ class Session(PayloadSteps):
         return self.submitted and not self.request.keep_job
 
     # -- opening, step by step ------------------------------------------------------------
-    def open(self, script: str | None, progress: Say, login: LoginOpening | None = None) -> None:
+    def open(self, script: str | None, progress: Say, login: LoginOpening) -> None:
         """Run every step up to a working URL; ``script`` is the sbatch script to submit
-        (None: attach to the requested job or node); ``login``: the login connection
-        already on its way (default: opened here). Undoes everything on failure and
+        (None: attach to the requested job or node); ``login``: the login connection on
+        its way (see :func:`~.api.open_session`). Undoes everything on failure and
         raises KeyboardInterrupt when a stop was requested meanwhile."""
         steps: list[Callable[[], object]] = [
             lambda: self._choose_job(script, progress),
@@ -141,9 +140,6 @@ class Session(PayloadSteps):
         # not between the payload's start and the first page.
         threading.Thread(target=_load_modules, args=(TUNNEL_MODULES,), daemon=True,
                          name="fireflyhpc-preload").start()
-        if login is None:
-            progress(f"connecting to {self.login}")
-            login = LoginOpening(self.request, self.settings, self.stop_requested)
         try:
             self._login = login.result()
             for step in steps:
