@@ -20,7 +20,7 @@ from typing import Any
 
 from fireflyhpc.config import ResolvedSettings
 from fireflyhpc.session.request import ConnectRequest
-from fireflyhpc.ssh.factory import choose_backend
+from fireflyhpc.ssh.factory import choose_backend, open_connection
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,19 @@ class LoginOpening:
         self._error: BaseException | None = None
         self._abandoned = False
         self._thread: threading.Thread | None = None
-        if choose_backend(settings.ssh, prompter=request.prompter) == "openssh":
+        # Decided once here: the thread (or result()) opens with this very backend.
+        self._backend = choose_backend(settings.ssh, prompter=request.prompter)
+        if self._backend == "openssh":
             self._thread = threading.Thread(target=self._open, daemon=True,
                                             name="fireflyhpc-login")
             self._thread.start()
 
     def _open(self) -> None:
-        from fireflyhpc.ssh.factory import open_connection
-
         try:
             conn = open_connection(
                 self._settings.require_login(), ssh_config=self._request.ssh_config,
                 accept_new_host_key=self._request.accept_new_host_key,
-                prompter=self._request.prompter, backend=self._settings.ssh, cancel=self._stop)
+                prompter=self._request.prompter, backend=self._backend, cancel=self._stop)
         except BaseException as exc:  # handed to result()'s caller, in its thread
             self._error = exc
         else:
@@ -75,10 +75,8 @@ class LoginOpening:
         raised (ConfigError, SSHError), or KeyboardInterrupt once ``stop`` is set."""
         if self._thread is None and not self._done.is_set():
             self._open()
-        while not self._done.wait(POLL):
-            if self._stop.is_set():
-                self.close()
-                raise KeyboardInterrupt
+        while not self._done.wait(POLL) and not self._stop.is_set():
+            pass
         if self._stop.is_set():
             self.close()
             raise KeyboardInterrupt
