@@ -246,3 +246,22 @@ def test_attaching_takes_a_kept_server_back_in_the_same_command_that_would_start
         assert alive(started) and (run_root / "99-4567cdef" / "pgid").exists()
     finally:
         launch.stop_payload(runner, started)  # type: ignore[arg-type]
+
+def test_an_unreadable_kept_server_is_one_error_without_its_token(
+        runner: LocalRunner, server: RemoteServer) -> None:
+    """A kept server's line that does not parse (here a token with a character no token
+    of ours has) stops attaching with one ServerError, and starts nothing."""
+    spec = launch.PayloadSpec(kind="command", python=sys.executable,
+                              command=f"exec {sys.executable} -m http.server {{port}}")
+    held = hold(runner, server, linger=600)
+    held.drop()
+    token_file = runner.home / server.run_dir / "token"
+    assert wait_for(token_file.exists, 10)
+    token_file.write_text("to$ken-secret\n")
+    before = sorted(p.name for p in (runner.home / launch.RUN_ROOT).iterdir())
+    with pytest.raises(ServerError, match="unreadable answer about a server kept on local") \
+            as raised:
+        kept.start_or_reuse(runner, spec, job_id=JOB, node="local", name=f"{JOB}-4567cdef",
+                            token="other-token")
+    assert "secret" not in str(raised.value)
+    assert sorted(p.name for p in (runner.home / launch.RUN_ROOT).iterdir()) == before
